@@ -1,0 +1,71 @@
+//! The admin listener: health, readiness, the live route table and Prometheus metrics. Kept on
+//! its own port (loopback by default) so it is never reachable through a model's host.
+
+use crate::state::Live;
+use async_trait::async_trait;
+use http::Response;
+use pingora::apps::http_app::ServeHttp;
+use pingora::protocols::http::ServerSession;
+use std::sync::Arc;
+
+pub struct Admin {
+    pub live: Arc<Live>,
+}
+
+fn reply(status: u16, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
+    Response::builder()
+        .status(status)
+        .header("content-type", content_type)
+        .header("content-length", body.len())
+        .body(body)
+        .unwrap_or_else(|_| Response::new(Vec::new()))
+}
+
+fn json(status: u16, value: serde_json::Value) -> Response<Vec<u8>> {
+    reply(status, "application/json", value.to_string().into_bytes())
+}
+
+impl Admin {
+    /// The answer for one path; pure apart from reading the live snapshots.
+    pub fn answer(&self, method: &http::Method, path: &str) -> Response<Vec<u8>> {
+        if method != http::Method::GET && method != http::Method::HEAD {
+            return json(405, serde_json::json!({"error": "only GET"}));
+        }
+        match path {
+            "/healthz" => json(200, serde_json::json!({"status": "ok"})),
+            "/readyz" => {
+                if self.live.is_ready() {
+                    json(200, serde_json::json!({"status": "ready"}))
+                } else {
+                    json(503, serde_json::json!({"status": "routes not loaded yet"}))
+                }
+            }
+            "/routes" => {
+                let current = self.live.current.load_full();
+                let table = &current.table;
+                let errors = self.live.errors.load_full();
+                json(
+                    200,
+                    serde_json::json!({
+                        "generation": table.generation(),
+                        "hosts": serde_json::to_value(table).map(|v| v["hosts"].clone()).unwrap_or_default(),
+                        "errors": &*errors,
+                    }),
+                )
+            }
+            "/metrics" => reply(200, "text/plain; version=0.0.4", self.live.metrics.render()),
+            _ => json(
+                404,
+                serde_json::json!({"error": format!("no admin endpoint {path}")}),
+            ),
+        }
+    }
+}
+
+#[async_trait]
+impl ServeHttp for Admin {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let req = session.req_header();
+        self.answer(&req.method, req.uri.path())
+    }
+}

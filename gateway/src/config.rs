@@ -1,0 +1,482 @@
+//! The gateway's own configuration file: parsed into one internal model and validated once, so
+//! nothing unchecked reaches the proxy. Every error names the field it is about.
+
+use routes::Endpoint;
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The configuration as written in YAML. Unknown keys are errors: a misspelt timeout must not
+/// silently fall back to its default.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default = "default_listeners")]
+    pub listeners: Vec<Listener>,
+    #[serde(default)]
+    pub admin: Admin,
+    pub routes: RouteSource,
+    /// `namespace/name` (a revision, or a component Service) to the `host:port`s that serve it.
+    #[serde(default)]
+    pub endpoints: HashMap<String, Vec<String>>,
+    /// Quickstart: serve every revision that has no endpoint override from an in-process demo
+    /// model server on loopback.
+    #[serde(default)]
+    pub demo: bool,
+    #[serde(default)]
+    pub upstream: Upstream,
+    #[serde(default)]
+    pub downstream: Downstream,
+    #[serde(default)]
+    pub log: Log,
+    /// Worker threads of the proxy service.
+    #[serde(default = "default_threads")]
+    pub threads: usize,
+    /// How long SIGTERM keeps accepting new connections (Kubernetes needs a few seconds to take
+    /// the pod out of its endpoints), then how long in-flight requests get to finish.
+    #[serde(default)]
+    pub shutdown: Shutdown,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listener {
+    pub address: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Admin {
+    #[serde(default = "default_admin_address")]
+    pub address: String,
+}
+
+impl Default for Admin {
+    fn default() -> Self {
+        Admin {
+            address: default_admin_address(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSource {
+    /// Directory of InferenceService manifests; relative paths are relative to the config file.
+    pub directory: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Upstream {
+    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Used when a component sets no `timeout` of its own (Knative's default is 300 s).
+    #[serde(default = "default_request_timeout", with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// How long an idle pooled upstream connection is kept.
+    #[serde(default = "default_upstream_idle", with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// How often endpoint names are looked up again.
+    #[serde(default = "default_resolve_interval", with = "humantime_serde")]
+    pub resolve_interval: Duration,
+}
+
+impl Default for Upstream {
+    fn default() -> Self {
+        Upstream {
+            connect_timeout: default_connect_timeout(),
+            request_timeout: default_request_timeout(),
+            idle_timeout: default_upstream_idle(),
+            resolve_interval: default_resolve_interval(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Downstream {
+    /// Idle keep-alive client connections are closed after this long.
+    #[serde(default = "default_keepalive", with = "humantime_serde")]
+    pub keepalive_timeout: Duration,
+    /// Request bodies above this many bytes get 413.
+    #[serde(default = "default_max_body")]
+    pub max_request_body_bytes: u64,
+}
+
+impl Default for Downstream {
+    fn default() -> Self {
+        Downstream {
+            keepalive_timeout: default_keepalive(),
+            max_request_body_bytes: default_max_body(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Log {
+    #[serde(default)]
+    pub format: LogFormat,
+    /// A `tracing` filter such as `info` or `info,modelgate::access=off`.
+    #[serde(default = "default_log_level")]
+    pub level: String,
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Log {
+            format: LogFormat::Text,
+            level: default_log_level(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Shutdown {
+    #[serde(default = "default_grace", with = "humantime_serde")]
+    pub grace_period: Duration,
+    #[serde(default = "default_drain", with = "humantime_serde")]
+    pub drain_timeout: Duration,
+}
+
+impl Default for Shutdown {
+    fn default() -> Self {
+        Shutdown {
+            grace_period: default_grace(),
+            drain_timeout: default_drain(),
+        }
+    }
+}
+
+fn default_listeners() -> Vec<Listener> {
+    vec![Listener {
+        address: "0.0.0.0:8080".into(),
+    }]
+}
+fn default_admin_address() -> String {
+    "127.0.0.1:9901".into()
+}
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(2)
+}
+fn default_request_timeout() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_upstream_idle() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_resolve_interval() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_keepalive() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_max_body() -> u64 {
+    // Large enough for batched tensors sent as JSON; small enough to bound a single request.
+    64 * 1024 * 1024
+}
+fn default_log_level() -> String {
+    "info".into()
+}
+fn default_threads() -> usize {
+    1
+}
+fn default_grace() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_drain() -> Duration {
+    Duration::from_secs(30)
+}
+
+/// The validated configuration the gateway runs on.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listeners: Vec<SocketAddr>,
+    pub admin: SocketAddr,
+    pub route_dir: PathBuf,
+    pub overrides: HashMap<String, Vec<Endpoint>>,
+    pub demo: bool,
+    pub upstream: Upstream,
+    pub downstream: Downstream,
+    pub log: Log,
+    pub threads: usize,
+    pub shutdown: Shutdown,
+}
+
+/// Every problem found in a configuration, each naming its field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<String>);
+
+impl std::fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+impl Config {
+    /// Parses YAML text. `origin` names the source in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigErrors> {
+        serde_yaml::from_str(text).map_err(|e| ConfigErrors(vec![format!("{origin}: {e}")]))
+    }
+
+    /// Checks every field and resolves relative paths against `base` (the config file's
+    /// directory). Collects all errors rather than stopping at the first.
+    pub fn validate(self, origin: &str, base: &Path) -> Result<Settings, ConfigErrors> {
+        let mut errors = Vec::new();
+        let mut err = |field: String, msg: String| errors.push(format!("{origin}: {field}: {msg}"));
+
+        if self.listeners.is_empty() {
+            err("listeners".into(), "at least one listener is needed".into());
+        }
+        let mut listeners = Vec::new();
+        for (i, l) in self.listeners.iter().enumerate() {
+            match l.address.parse::<SocketAddr>() {
+                Ok(a) => listeners.push(a),
+                Err(_) => err(
+                    format!("listeners[{i}].address"),
+                    format!("{:?} is not an ip:port socket address", l.address),
+                ),
+            }
+        }
+        let admin = self
+            .admin
+            .address
+            .parse::<SocketAddr>()
+            .unwrap_or_else(|_| {
+                err(
+                    "admin.address".into(),
+                    format!("{:?} is not an ip:port socket address", self.admin.address),
+                );
+                SocketAddr::from(([127, 0, 0, 1], 0))
+            });
+        if listeners.contains(&admin) {
+            err(
+                "admin.address".into(),
+                format!("{admin} is also a proxy listener"),
+            );
+        }
+
+        let route_dir = if self.routes.directory.is_absolute() {
+            self.routes.directory.clone()
+        } else {
+            base.join(&self.routes.directory)
+        };
+        if !route_dir.is_dir() {
+            err(
+                "routes.directory".into(),
+                format!("{} is not a directory", route_dir.display()),
+            );
+        }
+
+        let mut overrides = HashMap::new();
+        let mut keys: Vec<_> = self.endpoints.keys().collect();
+        keys.sort();
+        for key in keys {
+            let list = &self.endpoints[key];
+            let valid_key = key.split_once('/').is_some_and(|(ns, name)| {
+                !ns.is_empty() && !name.is_empty() && !name.contains('/')
+            });
+            if !valid_key {
+                err(
+                    format!("endpoints.{key:?}"),
+                    "key must be namespace/name (a revision or component Service)".into(),
+                );
+                continue;
+            }
+            if list.is_empty() {
+                err(
+                    format!("endpoints.{key:?}"),
+                    "needs at least one host:port".into(),
+                );
+                continue;
+            }
+            let mut parsed = Vec::new();
+            for (i, e) in list.iter().enumerate() {
+                match Endpoint::parse(e) {
+                    Ok(ep) => parsed.push(ep),
+                    Err(msg) => err(format!("endpoints.{key:?}[{i}]"), msg),
+                }
+            }
+            overrides.insert(key.clone(), parsed);
+        }
+
+        for (field, d) in [
+            ("upstream.connect_timeout", self.upstream.connect_timeout),
+            ("upstream.request_timeout", self.upstream.request_timeout),
+            ("upstream.idle_timeout", self.upstream.idle_timeout),
+            ("upstream.resolve_interval", self.upstream.resolve_interval),
+            (
+                "downstream.keepalive_timeout",
+                self.downstream.keepalive_timeout,
+            ),
+        ] {
+            if d.is_zero() {
+                err(field.into(), "must be greater than zero".into());
+            }
+        }
+        if self.downstream.max_request_body_bytes == 0 {
+            err(
+                "downstream.max_request_body_bytes".into(),
+                "must be greater than zero".into(),
+            );
+        }
+        if self.threads == 0 || self.threads > 256 {
+            err(
+                "threads".into(),
+                format!("{} is not in 1..=256", self.threads),
+            );
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            err("log.level".into(), format!("{:?}: {e}", self.log.level));
+        }
+
+        if !errors.is_empty() {
+            return Err(ConfigErrors(errors));
+        }
+        Ok(Settings {
+            listeners,
+            admin,
+            route_dir,
+            overrides,
+            demo: self.demo,
+            upstream: self.upstream,
+            downstream: self.downstream,
+            log: self.log,
+            threads: self.threads,
+            shutdown: self.shutdown,
+        })
+    }
+}
+
+/// Reads, parses and validates a config file.
+pub fn load(path: &Path) -> Result<Settings, ConfigErrors> {
+    let origin = path.display().to_string();
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigErrors(vec![format!("{origin}: cannot read: {e}")]))?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    Config::parse(&text, &origin)?.validate(&origin, base)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(yaml: &str) -> Result<Settings, ConfigErrors> {
+        let dir = std::env::temp_dir();
+        Config::parse(yaml, "test.yaml")?.validate("test.yaml", &dir)
+    }
+
+    /// A minimal file gets every documented default.
+    #[test]
+    fn defaults() {
+        let s = check("routes: {directory: .}").unwrap();
+        assert_eq!(s.listeners, vec!["0.0.0.0:8080".parse().unwrap()]);
+        assert_eq!(s.admin, "127.0.0.1:9901".parse().unwrap());
+        assert_eq!(s.upstream.request_timeout, Duration::from_secs(300));
+        assert_eq!(s.upstream.connect_timeout, Duration::from_secs(2));
+        assert_eq!(s.downstream.keepalive_timeout, Duration::from_secs(60));
+        assert_eq!(s.downstream.max_request_body_bytes, 64 * 1024 * 1024);
+        assert_eq!(s.log.format, LogFormat::Text);
+        assert_eq!(s.threads, 1);
+        assert!(!s.demo);
+    }
+
+    /// Durations take humantime strings; endpoints are parsed per entry.
+    #[test]
+    fn full_file() {
+        let s = check(
+            r#"
+listeners: [{address: "127.0.0.1:18080"}]
+admin: {address: "127.0.0.1:19901"}
+routes: {directory: .}
+endpoints:
+  kserve-test/sklearn-iris-predictor-00001: ["127.0.0.1:9001", "localhost:9002"]
+upstream: {request_timeout: 1500ms, connect_timeout: 1s}
+downstream: {keepalive_timeout: 5s, max_request_body_bytes: 1024}
+log: {format: json, level: debug}
+threads: 2
+"#,
+        )
+        .unwrap();
+        assert_eq!(s.upstream.request_timeout, Duration::from_millis(1500));
+        assert_eq!(s.downstream.max_request_body_bytes, 1024);
+        assert_eq!(s.log.format, LogFormat::Json);
+        assert_eq!(
+            s.overrides["kserve-test/sklearn-iris-predictor-00001"]
+                .iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>(),
+            ["127.0.0.1:9001", "localhost:9002"]
+        );
+    }
+
+    /// Every bad field is reported, each with its path, in one pass.
+    #[test]
+    fn all_errors_are_listed_with_their_field() {
+        let errs = check(
+            r#"
+listeners: [{address: "nope"}]
+admin: {address: "127.0.0.1"}
+routes: {directory: /does/not/exist}
+endpoints:
+  no-slash: ["127.0.0.1:1"]
+  ns/rev: ["127.0.0.1"]
+  ns/empty: []
+upstream: {request_timeout: 0s}
+downstream: {max_request_body_bytes: 0}
+log: {level: "=="}
+threads: 0
+"#,
+        )
+        .unwrap_err()
+        .0;
+        let expect = [
+            "test.yaml: listeners[0].address: \"nope\" is not an ip:port socket address",
+            "test.yaml: admin.address: \"127.0.0.1\" is not an ip:port socket address",
+            "test.yaml: routes.directory: /does/not/exist is not a directory",
+            "test.yaml: endpoints.\"no-slash\": key must be namespace/name (a revision or component Service)",
+            "test.yaml: endpoints.\"ns/empty\": needs at least one host:port",
+            "test.yaml: endpoints.\"ns/rev\"[0]: \"127.0.0.1\" has no port (want host:port)",
+            "test.yaml: upstream.request_timeout: must be greater than zero",
+            "test.yaml: downstream.max_request_body_bytes: must be greater than zero",
+            "test.yaml: threads: 0 is not in 1..=256",
+        ];
+        for e in expect {
+            assert!(errs.iter().any(|x| x == e), "missing {e:?} in {errs:#?}");
+        }
+        assert!(errs.iter().any(|x| x.starts_with("test.yaml: log.level:")));
+        assert_eq!(errs.len(), expect.len() + 1, "{errs:#?}");
+    }
+
+    /// A misspelt key is an error naming it, not a silent default.
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let e = check("routes: {directory: .}\nupstream: {request_timout: 5s}").unwrap_err();
+        assert!(e.0[0].contains("unknown field `request_timout`"), "{e}");
+        let e = check("listeners: []\nroutes: {directory: .}").unwrap_err();
+        assert_eq!(
+            e.0,
+            ["test.yaml: listeners: at least one listener is needed"]
+        );
+    }
+}

@@ -1,0 +1,234 @@
+//! Keeps the live route table in step with the manifest directory: reads every file, builds a
+//! whole new table through the catalog, resolves its endpoints, then swaps it in. Triggered by
+//! file-system events (notify), SIGHUP, and at start; names are re-resolved on a timer.
+
+use crate::resolver;
+use crate::state::{Live, Snapshot};
+use async_trait::async_trait;
+use notify::{RecursiveMode, Watcher};
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use routes::{BuildOptions, Catalog, Outcome, SourceFile};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// Quiet time after the last file-system event before re-reading: editors and kubelet write in
+/// several steps, and one reload per burst is enough.
+const DEBOUNCE: Duration = Duration::from_millis(100);
+
+/// Reads every manifest file in `dir`: `*.yaml` and `*.yml`, following symlinks (ConfigMap
+/// volumes are all symlinks), skipping hidden entries (kubelet's `..data` and `..2024_...`
+/// directories, editors' swap files). Sorted by name so errors come out in a stable order.
+pub fn read_dir(dir: &Path) -> std::io::Result<Vec<SourceFile>> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| {
+            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            !name.starts_with('.')
+                && (name.ends_with(".yaml") || name.ends_with(".yml"))
+                && p.is_file()
+        })
+        .collect();
+    paths.sort();
+    Ok(paths
+        .into_iter()
+        .map(|p| SourceFile {
+            path: p.display().to_string(),
+            contents: std::fs::read_to_string(&p).map_err(|e| e.to_string()),
+        })
+        .collect())
+}
+
+/// Owns the catalog (the last good state of every object) and applies each new read to it.
+pub struct Reloader {
+    dir: PathBuf,
+    catalog: Mutex<Catalog>,
+    live: Arc<Live>,
+    resolve_interval: Duration,
+}
+
+impl Reloader {
+    pub fn new(
+        dir: PathBuf,
+        options: BuildOptions,
+        live: Arc<Live>,
+        resolve_interval: Duration,
+    ) -> Self {
+        Reloader {
+            dir,
+            catalog: Mutex::new(Catalog::new(options)),
+            live,
+            resolve_interval,
+        }
+    }
+
+    /// One reload: read, build, resolve, swap. A directory that cannot be read changes nothing.
+    pub async fn reload(&self, why: &str) {
+        let dir = self.dir.clone();
+        let files = match tokio::task::spawn_blocking(move || read_dir(&dir)).await {
+            Ok(Ok(files)) => files,
+            Ok(Err(e)) => {
+                self.live.metrics.reloads_failed.inc();
+                tracing::error!(dir = %self.dir.display(), error = %e, "cannot read the route directory; keeping the current table");
+                return;
+            }
+            Err(e) => {
+                self.live.metrics.reloads_failed.inc();
+                tracing::error!(error = %e, "route directory read panicked; keeping the current table");
+                return;
+            }
+        };
+        let (Outcome { table, errors }, objects) = {
+            let mut catalog = self.catalog.lock().unwrap_or_else(|p| p.into_inner());
+            let outcome = catalog.apply(&files);
+            (outcome, catalog.routed_objects())
+        };
+        // Resolve before the swap, so a new revision is reachable the moment it is routed.
+        let previous = self.live.current.load_full();
+        let resolved = resolver::resolve_all(table.endpoints(), &previous.resolved).await;
+
+        for e in &errors {
+            tracing::error!(file = %e.file, object = e.object.as_deref().unwrap_or("-"), field = e.field.as_deref().unwrap_or("-"), "{e}");
+        }
+        let m = &self.live.metrics;
+        if errors.is_empty() {
+            m.reloads_ok.inc();
+        } else {
+            m.reloads_failed.inc();
+        }
+        m.route_hosts.set(table.len() as i64);
+        m.route_objects.set(objects as i64);
+        m.route_errors.set(errors.len() as i64);
+        tracing::info!(
+            trigger = why,
+            generation = table.generation(),
+            hosts = table.len(),
+            objects,
+            errors = errors.len(),
+            "route table loaded"
+        );
+        self.live
+            .current
+            .store(Arc::new(Snapshot { table, resolved }));
+        self.live.errors.store(Arc::new(errors));
+        self.live.set_ready();
+    }
+
+    /// Looks every name up again. Runs in the same task as `reload`, so the two never race.
+    async fn refresh_names(&self) {
+        let current = self.live.current.load_full();
+        let resolved = resolver::resolve_all(current.table.endpoints(), &current.resolved).await;
+        self.live.current.store(Arc::new(Snapshot {
+            table: current.table.clone(),
+            resolved,
+        }));
+    }
+
+    /// Watches the directory. Events inside it, whatever file they name, trigger a full re-read:
+    /// kubelet's ConfigMap update only renames `..data`, and a deleted file has nothing to read.
+    fn watch(&self, tx: mpsc::UnboundedSender<()>) -> notify::Result<notify::RecommendedWatcher> {
+        let mut watcher =
+            notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
+                Ok(ev) if ev.kind.is_access() => {}
+                Ok(_) => {
+                    let _ = tx.send(());
+                }
+                Err(e) => tracing::warn!(error = %e, "file watch error; forcing a reload"),
+            })?;
+        watcher.watch(&self.dir, RecursiveMode::NonRecursive)?;
+        Ok(watcher)
+    }
+
+    pub async fn run(&self, mut shutdown: ShutdownWatch) {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        // Keep the watcher alive for the life of the loop.
+        let _watcher = match self.watch(tx) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::error!(dir = %self.dir.display(), error = %e, "cannot watch the route directory; reloads need SIGHUP");
+                None
+            }
+        };
+        let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGHUP");
+                None
+            }
+        };
+        self.reload("start").await;
+        let mut refresh = tokio::time::interval(self.resolve_interval);
+        refresh.reset();
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                Some(()) = rx.recv() => {
+                    // Debounce: wait until the directory has been quiet for a moment.
+                    while let Ok(Some(())) = tokio::time::timeout(DEBOUNCE, rx.recv()).await {}
+                    self.reload("file change").await;
+                }
+                Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => {
+                    self.reload("SIGHUP").await;
+                }
+                _ = refresh.tick() => self.refresh_names().await,
+            }
+        }
+    }
+}
+
+/// Runs the reloader as a pingora background service.
+pub struct ReloadService(pub Arc<Reloader>);
+
+#[async_trait]
+impl BackgroundService for ReloadService {
+    async fn start(&self, shutdown: ShutdownWatch) {
+        self.0.run(shutdown).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Only visible `*.yaml`/`*.yml` files are read, symlinks followed, in name order.
+    #[test]
+    fn read_dir_picks_manifests() {
+        let dir = std::env::temp_dir().join(format!("modelgate-readdir-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("..2024_01_01")).unwrap();
+        std::fs::write(dir.join("..2024_01_01/c.yaml"), "c").unwrap();
+        std::os::unix::fs::symlink("..2024_01_01", dir.join("..data")).unwrap();
+        std::os::unix::fs::symlink("..data/c.yaml", dir.join("c.yaml")).unwrap();
+        std::fs::write(dir.join("b.yml"), "b").unwrap();
+        std::fs::write(dir.join("a.yaml"), "a").unwrap();
+        std::fs::write(dir.join(".a.yaml.swp"), "x").unwrap();
+        std::fs::write(dir.join("notes.txt"), "x").unwrap();
+        let files = read_dir(&dir).unwrap();
+        let names: Vec<_> = files
+            .iter()
+            .map(|f| {
+                (
+                    Path::new(&f.path)
+                        .file_name()
+                        .unwrap()
+                        .to_str()
+                        .unwrap()
+                        .to_string(),
+                    f.contents.clone().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("a.yaml".into(), "a".into()),
+                ("b.yml".into(), "b".into()),
+                ("c.yaml".into(), "c".into())
+            ]
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

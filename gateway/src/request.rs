@@ -1,0 +1,142 @@
+//! Pure decisions about one request: which host it names, its request id, the forwarding
+//! headers. They take plain values so they are unit-tested without sockets.
+
+use pingora::http::RequestHeader;
+
+/// The request's host, normalised, or why there is none. HTTP/1.1 must carry exactly one `Host`
+/// (RFC 9112 §3.2); HTTP/2 may carry `:authority` instead, which pingora puts in the URI.
+pub fn request_host(req: &RequestHeader) -> Result<String, String> {
+    let mut hosts = req.headers.get_all(http::header::HOST).iter();
+    let raw = match (hosts.next(), hosts.next()) {
+        (Some(_), Some(_)) => return Err("more than one Host header".into()),
+        (Some(h), None) => h
+            .to_str()
+            .map_err(|_| "Host header is not ASCII".to_string())?
+            .to_string(),
+        (None, _) => match req.uri.authority() {
+            Some(a) => a.as_str().to_string(),
+            None => return Err("no Host header".into()),
+        },
+    };
+    routes::normalize_host(&raw).map_err(|e| e.to_string())
+}
+
+/// Keeps a client's `X-Request-Id` when it is a sane token (so traces join up across hops),
+/// else makes a new one. Sane: 1 to 128 of `[A-Za-z0-9._:-]`, nothing that could smuggle a
+/// header or break a log line.
+pub fn request_id(client: Option<&[u8]>, fresh: impl FnOnce() -> String) -> String {
+    match client {
+        Some(v)
+            if !v.is_empty()
+                && v.len() <= 128
+                && v.iter().all(|b| {
+                    b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-')
+                }) =>
+        {
+            String::from_utf8_lossy(v).into_owned()
+        }
+        _ => fresh(),
+    }
+}
+
+/// A random request id in UUID v4 form.
+pub fn new_request_id() -> String {
+    let v = fastrand::u128(..);
+    let v = (v & !(0xf000u128 << 64)) | (0x4000u128 << 64); // version 4
+    let v = (v & !(0xc000u128 << 48)) | (0x8000u128 << 48); // RFC 4122 variant
+    let h = format!("{v:032x}");
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
+/// `X-Forwarded-For` for the upstream: the client's chain with the peer appended, as Envoy and
+/// nginx do; the last entry is the one the gateway vouches for.
+pub fn forwarded_for(existing: Option<&str>, peer_ip: Option<std::net::IpAddr>) -> Option<String> {
+    let peer = peer_ip.map(|ip| ip.to_string());
+    match (existing.map(str::trim).filter(|s| !s.is_empty()), peer) {
+        (Some(e), Some(p)) => Some(format!("{e}, {p}")),
+        (Some(e), None) => Some(e.to_string()),
+        (None, p) => p,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(hosts: &[&str], uri: &str) -> RequestHeader {
+        let mut r = RequestHeader::build("GET", uri.as_bytes(), None).unwrap();
+        for h in hosts {
+            r.append_header("Host", *h).unwrap();
+        }
+        r
+    }
+
+    /// One Host names the host, normalised.
+    #[test]
+    fn single_host() {
+        assert_eq!(
+            request_host(&req(&["Sklearn-Iris.kserve-test.example.com:8080"], "/")),
+            Ok("sklearn-iris.kserve-test.example.com".into())
+        );
+    }
+
+    /// Missing, duplicate or malformed Host is refused with the reason.
+    #[test]
+    fn bad_hosts() {
+        assert_eq!(request_host(&req(&[], "/")), Err("no Host header".into()));
+        assert_eq!(
+            request_host(&req(&["a.com", "b.com"], "/")),
+            Err("more than one Host header".into())
+        );
+        assert_eq!(
+            request_host(&req(&["a.com", "a.com"], "/")),
+            Err("more than one Host header".into())
+        );
+        assert!(request_host(&req(&["a b.com"], "/")).is_err());
+        assert!(request_host(&req(&[""], "/")).is_err());
+    }
+
+    /// Without a Host header, the URI's authority (HTTP/2 `:authority`) is used.
+    #[test]
+    fn authority_fallback() {
+        let mut r = req(&[], "/");
+        r.set_uri("http://M.ns.example.com/v1/models/m".parse().unwrap());
+        assert_eq!(request_host(&r), Ok("m.ns.example.com".into()));
+    }
+
+    /// A valid client id is kept; anything else is replaced.
+    #[test]
+    fn request_ids() {
+        let fresh = || "new".to_string();
+        assert_eq!(request_id(Some(b"abc-123_x.y:z"), fresh), "abc-123_x.y:z");
+        assert_eq!(request_id(None, fresh), "new");
+        assert_eq!(request_id(Some(b""), fresh), "new");
+        assert_eq!(request_id(Some(b"a b"), fresh), "new");
+        assert_eq!(request_id(Some(b"a\r\nx: y"), fresh), "new");
+        assert_eq!(request_id(Some(&[b'a'; 129]), fresh), "new");
+        let id = new_request_id();
+        assert_eq!(id.len(), 36);
+        assert_eq!(&id[14..15], "4");
+        assert_ne!(id, new_request_id());
+    }
+
+    /// The peer is appended to the client's chain.
+    #[test]
+    fn x_forwarded_for() {
+        let ip = Some("10.0.0.1".parse().unwrap());
+        assert_eq!(forwarded_for(None, ip).as_deref(), Some("10.0.0.1"));
+        assert_eq!(
+            forwarded_for(Some("1.2.3.4"), ip).as_deref(),
+            Some("1.2.3.4, 10.0.0.1")
+        );
+        assert_eq!(forwarded_for(Some("  "), ip).as_deref(), Some("10.0.0.1"));
+        assert_eq!(forwarded_for(None, None), None);
+    }
+}

@@ -1,0 +1,134 @@
+//! Assembles the running gateway from validated settings: the proxy service on each listener,
+//! the admin service, the route reloader, and in the quickstart the demo model server.
+
+use crate::admin::Admin;
+use crate::config::{LogFormat, Settings};
+use crate::metrics::Metrics;
+use crate::proxy::{Gateway, ProxySettings};
+use crate::reload::{ReloadService, Reloader};
+use crate::state::Live;
+use pingora::proxy::http_proxy_service_with_name;
+use pingora::server::configuration::ServerConf;
+use pingora::server::Server;
+use pingora::services::background::background_service;
+use pingora::services::listening::Service;
+use routes::{BuildOptions, Endpoint};
+use std::sync::Arc;
+
+/// Installs the `tracing` subscriber: text or JSON, filtered by `log.level` (or `RUST_LOG`).
+pub fn init_logging(settings: &Settings) {
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|v| tracing_subscriber::EnvFilter::try_new(v).ok())
+        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new(&settings.log.level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match settings.log.format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+/// Starts the demo model server on an ephemeral loopback port in its own thread and returns
+/// its address. Binding happens here, before pingora starts, so the port is known up front.
+fn start_demo() -> std::io::Result<Endpoint> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    listener.set_nonblocking(true)?;
+    let port = listener.local_addr()?.port();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    std::thread::Builder::new()
+        .name("demo-models".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                match tokio::net::TcpListener::from_std(listener) {
+                    Ok(l) => crate::demo::serve(l).await,
+                    Err(e) => tracing::error!(error = %e, "demo model server failed to start"),
+                }
+            })
+        })?;
+    Ok(Endpoint {
+        host: "127.0.0.1".into(),
+        port,
+    })
+}
+
+/// Runs the gateway until it is told to stop; returns the process exit code.
+pub fn run(settings: Settings) -> i32 {
+    let live = Arc::new(Live::new(Metrics::new()));
+    let mut options = BuildOptions {
+        overrides: settings.overrides.clone(),
+        fallback: None,
+    };
+    if settings.demo {
+        match start_demo() {
+            Ok(ep) => {
+                tracing::info!(address = %ep, "demo model server serves every revision without an endpoint override");
+                options.fallback = Some(vec![ep]);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start the demo model server");
+                return 1;
+            }
+        }
+    }
+
+    let tmp = std::env::temp_dir();
+    let pid = std::process::id();
+    let conf = ServerConf {
+        threads: settings.threads,
+        grace_period_seconds: Some(settings.shutdown.grace_period.as_secs()),
+        graceful_shutdown_timeout_seconds: Some(settings.shutdown.drain_timeout.as_secs()),
+        // Per instance, so two gateways on one host (tests, blue/green) do not collide.
+        pid_file: tmp
+            .join(format!("modelgate-{pid}.pid"))
+            .display()
+            .to_string(),
+        upgrade_sock: tmp
+            .join(format!("modelgate-{pid}.sock"))
+            .display()
+            .to_string(),
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+
+    let gateway = Gateway {
+        live: live.clone(),
+        settings: ProxySettings {
+            connect_timeout: settings.upstream.connect_timeout,
+            request_timeout: settings.upstream.request_timeout,
+            upstream_idle_timeout: settings.upstream.idle_timeout,
+            keepalive_secs: settings.downstream.keepalive_timeout.as_secs().max(1),
+            max_body: settings.downstream.max_request_body_bytes,
+            scheme: "http",
+        },
+    };
+    let mut proxy = http_proxy_service_with_name(&server.configuration, gateway, "modelgate");
+    for addr in &settings.listeners {
+        proxy.add_tcp(&addr.to_string());
+    }
+    let mut admin = Service::new("admin".into(), Admin { live: live.clone() });
+    admin.add_tcp(&settings.admin.to_string());
+    let reloader = Reloader::new(
+        settings.route_dir.clone(),
+        options,
+        live,
+        settings.upstream.resolve_interval,
+    );
+    server.add_service(proxy);
+    server.add_service(admin);
+    server.add_service(background_service(
+        "routes",
+        ReloadService(Arc::new(reloader)),
+    ));
+    tracing::info!(
+        listeners = ?settings.listeners,
+        admin = %settings.admin,
+        routes = %settings.route_dir.display(),
+        "modelgate starting"
+    );
+    server.run_forever()
+}

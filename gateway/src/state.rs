@@ -1,0 +1,50 @@
+//! What the running gateway shares between the proxy, the reloader and the admin endpoint. Each
+//! piece is an immutable snapshot swapped whole; readers never lock.
+
+use crate::metrics::Metrics;
+use arc_swap::ArcSwap;
+use routes::{Endpoint, ObjectError, RouteTable};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// Endpoint names resolved to socket addresses, off the request path.
+pub type Resolved = HashMap<Endpoint, Arc<[SocketAddr]>>;
+
+/// A route table and the addresses of every endpoint it names, swapped as one: a request that
+/// pinned an older table must still find the addresses of that table's revisions.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    pub table: RouteTable,
+    pub resolved: Resolved,
+}
+
+#[derive(Debug)]
+pub struct Live {
+    pub current: ArcSwap<Snapshot>,
+    /// Every problem the last reload found, for `/routes`.
+    pub errors: ArcSwap<Vec<ObjectError>>,
+    ready: AtomicBool,
+    pub metrics: Metrics,
+}
+
+impl Live {
+    pub fn new(metrics: Metrics) -> Self {
+        Live {
+            current: ArcSwap::from_pointee(Snapshot::default()),
+            errors: ArcSwap::from_pointee(Vec::new()),
+            ready: AtomicBool::new(false),
+            metrics,
+        }
+    }
+
+    /// True once the first route table has been loaded.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    pub fn set_ready(&self) {
+        self.ready.store(true, Ordering::Release);
+    }
+}

@@ -1,0 +1,13 @@
+//! The route table and everything that builds it: InferenceService parsing, validation, host
+//! normalisation and the canary split. Pure data and logic: no sockets, no clocks, no randomness
+//! (the split's roll is passed in), no file reads (the caller hands over file contents), so every
+//! rule is unit-tested exactly.
+
+pub mod catalog;
+pub mod host;
+pub mod isvc;
+pub mod table;
+
+pub use catalog::{BuildOptions, Catalog, ObjectError, Outcome, SourceFile};
+pub use host::{normalize_host, HostError};
+pub use table::{Backend, Endpoint, HostRoute, IsvcRef, RouteTable, Target};

@@ -1,0 +1,340 @@
+//! The catalog's rules across successive reads: what keeps its last good routes, what loses
+//! them, who wins a contested host, and where revisions are reached.
+
+use routes::{BuildOptions, Catalog, Endpoint, Outcome, RouteTable, SourceFile};
+use std::collections::HashMap;
+
+/// A ready Knative-mode InferenceService with one revision at 100 %.
+fn isvc(name: &str, created: &str, revision: &str, ready: &str) -> String {
+    format!(
+        r#"apiVersion: serving.kserve.io/v1beta1
+kind: InferenceService
+metadata: {{name: {name}, namespace: ml, creationTimestamp: "{created}"}}
+spec:
+  predictor: {{model: {{modelFormat: {{name: sklearn}}, storageUri: "s3://m/{name}"}}}}
+status:
+  url: http://{name}.ml.example.com
+  components:
+    predictor:
+      traffic: [{{latestRevision: true, percent: 100, revisionName: {revision}}}]
+  conditions: [{{type: PredictorReady, status: "{ready}"}}]
+"#
+    )
+}
+
+fn file(path: &str, text: &str) -> SourceFile {
+    SourceFile {
+        path: path.into(),
+        contents: Ok(text.into()),
+    }
+}
+
+/// The revision each host's entry component sends everything to (these tests use one each).
+fn revisions(table: &RouteTable) -> Vec<(String, String)> {
+    table
+        .hosts()
+        .into_iter()
+        .map(|(h, r)| {
+            let revs: Vec<_> = r
+                .entry
+                .backends
+                .iter()
+                .map(|b| b.revision.as_str())
+                .collect();
+            (h.to_string(), revs.join(","))
+        })
+        .collect()
+}
+
+fn messages(outcome: &Outcome) -> Vec<String> {
+    outcome.errors.iter().map(ToString::to_string).collect()
+}
+
+/// While an object flaps to not-ready its last good routes stay, also across several reads;
+/// once ready again its new status is followed.
+#[test]
+fn not_ready_keeps_last_good_routes() {
+    let mut c = Catalog::new(BuildOptions::default());
+    let good = c.apply(&[file(
+        "a.yaml",
+        &isvc("m", "2024-01-01T00:00:00Z", "m-predictor-00001", "True"),
+    )]);
+    assert_eq!(
+        revisions(&good.table),
+        [("m.ml.example.com".into(), "m-predictor-00001".into())]
+    );
+    for _ in 0..2 {
+        let flap = c.apply(&[file(
+            "a.yaml",
+            &isvc("m", "2024-01-01T00:00:00Z", "m-predictor-00002", "False"),
+        )]);
+        assert!(flap.errors.is_empty());
+        assert_eq!(flap.table.hosts(), good.table.hosts());
+        assert_eq!(c.routed_objects(), 1);
+    }
+    let back = c.apply(&[file(
+        "a.yaml",
+        &isvc("m", "2024-01-01T00:00:00Z", "m-predictor-00002", "True"),
+    )]);
+    assert_eq!(
+        revisions(&back.table),
+        [("m.ml.example.com".into(), "m-predictor-00002".into())]
+    );
+    assert_eq!(back.table.generation(), 4);
+}
+
+/// A file that fails to parse, or to be read, keeps the last good routes of every object it held;
+/// other files still update.
+#[test]
+fn unparsable_file_keeps_last_good_routes() {
+    let mut c = Catalog::new(BuildOptions::default());
+    let two = format!(
+        "{}---\n{}",
+        isvc("a", "2024-01-01T00:00:00Z", "a-predictor-00001", "True"),
+        isvc("b", "2024-01-01T00:00:00Z", "b-predictor-00001", "True")
+    );
+    let other = |rev: &str| {
+        file(
+            "other.yaml",
+            &isvc("o", "2024-01-01T00:00:00Z", rev, "True"),
+        )
+    };
+    let good = c.apply(&[file("ab.yaml", &two), other("o-predictor-00001")]);
+    assert_eq!(good.table.len(), 3);
+    let broken = c.apply(&[file("ab.yaml", "kind: [oops\n"), other("o-predictor-00002")]);
+    assert_eq!(
+        messages(&broken),
+        ["ab.yaml: invalid YAML: did not find expected ',' or ']' at line 2 column 1, while parsing a flow sequence at line 1 column 7"]
+    );
+    assert_eq!(
+        revisions(&broken.table),
+        [
+            (
+                "a.ml.example.com".to_string(),
+                "a-predictor-00001".to_string()
+            ),
+            ("b.ml.example.com".into(), "b-predictor-00001".into()),
+            ("o.ml.example.com".into(), "o-predictor-00002".into()),
+        ]
+    );
+    let unreadable = c.apply(&[
+        SourceFile {
+            path: "ab.yaml".into(),
+            contents: Err("permission denied".into()),
+        },
+        other("o-predictor-00002"),
+    ]);
+    assert_eq!(
+        messages(&unreadable),
+        ["ab.yaml: cannot read: permission denied"]
+    );
+    assert_eq!(unreadable.table.hosts(), broken.table.hosts());
+    assert_eq!(c.routed_objects(), 3);
+}
+
+/// An invalid object keeps its last good routes and does not hold back its neighbours.
+#[test]
+fn invalid_object_keeps_last_good_routes() {
+    let mut c = Catalog::new(BuildOptions::default());
+    let text = |a: &str, b: &str| {
+        format!(
+            "{}---\n{}",
+            isvc("a", "2024-01-01T00:00:00Z", a, "True"),
+            isvc("b", "2024-01-01T00:00:00Z", b, "True")
+        )
+    };
+    c.apply(&[file(
+        "ab.yaml",
+        &text("a-predictor-00001", "b-predictor-00001"),
+    )]);
+    let out = c.apply(&[file("ab.yaml", &text("Bad_Revision", "b-predictor-00002"))]);
+    assert_eq!(
+        messages(&out),
+        [
+            r#"ab.yaml: ml/a: status.components.predictor.traffic[0].revisionName: "Bad_Revision" is not a valid DNS-1123 label"#
+        ]
+    );
+    assert_eq!(
+        revisions(&out.table),
+        [
+            (
+                "a.ml.example.com".to_string(),
+                "a-predictor-00001".to_string()
+            ),
+            ("b.ml.example.com".into(), "b-predictor-00002".into()),
+        ]
+    );
+}
+
+/// An object gone from a file that parsed loses its routes; a file gone takes its objects; a
+/// stop annotation removes routes; an object that never was ready has none and is no error.
+#[test]
+fn objects_and_files_that_go_take_their_routes() {
+    let mut c = Catalog::new(BuildOptions::default());
+    let a = isvc("a", "2024-01-01T00:00:00Z", "a-predictor-00001", "True");
+    let b = isvc("b", "2024-01-01T00:00:00Z", "b-predictor-00001", "True");
+    let out = c.apply(&[
+        file("ab.yaml", &format!("{a}---\n{b}")),
+        file(
+            "c.yaml",
+            &isvc("c", "2024-01-01T00:00:00Z", "c-predictor-00001", "True"),
+        ),
+    ]);
+    assert_eq!(out.table.len(), 3);
+    let out = c.apply(&[
+        file("ab.yaml", &a),
+        file(
+            "c.yaml",
+            &isvc("c", "2024-01-01T00:00:00Z", "c-predictor-00001", "True"),
+        ),
+    ]);
+    assert_eq!(revisions(&out.table).len(), 2, "b left ab.yaml");
+    let out = c.apply(&[file("ab.yaml", &a)]);
+    assert_eq!(
+        revisions(&out.table),
+        [("a.ml.example.com".into(), "a-predictor-00001".into())]
+    );
+    let stopped = a.replace(
+        "creationTimestamp",
+        "annotations: {serving.kserve.io/stop: \"true\"}, creationTimestamp",
+    );
+    let out = c.apply(&[file("ab.yaml", &stopped)]);
+    assert!(out.table.is_empty() && out.errors.is_empty());
+    assert_eq!(c.routed_objects(), 0);
+    let out = c.apply(&[file(
+        "ab.yaml",
+        &isvc("n", "2024-01-01T00:00:00Z", "n-predictor-00001", "Unknown"),
+    )]);
+    assert!(out.table.is_empty() && out.errors.is_empty());
+}
+
+/// Two objects claiming one host: the older keeps it, the newer loses only that host and gets
+/// an error naming the host and the winner. The same object in two files counts too (the file
+/// path breaks the tie).
+#[test]
+fn host_conflicts_go_to_the_older_object() {
+    let mut c = Catalog::new(BuildOptions::default());
+    let old = isvc("a", "2023-01-01T00:00:00Z", "a-predictor-00001", "True").replace(
+        "url: http://a.ml.example.com",
+        "url: http://shared.ml.example.com\n  address: {url: http://a.ml.svc.cluster.local}",
+    );
+    let new = isvc("b", "2024-01-01T00:00:00Z", "b-predictor-00001", "True").replace(
+        "url: http://b.ml.example.com",
+        "url: http://shared.ml.example.com\n  address: {url: http://b.ml.svc.cluster.local}",
+    );
+    // The newer object comes first in path order; age decides, not order.
+    let out = c.apply(&[file("1-new.yaml", &new), file("2-old.yaml", &old)]);
+    assert_eq!(
+        messages(&out),
+        ["1-new.yaml: ml/b: host shared.ml.example.com is already routed to ml/a (from 2-old.yaml), which is older; this object does not get it"]
+    );
+    let hosts = revisions(&out.table);
+    assert!(hosts.contains(&("shared.ml.example.com".into(), "a-predictor-00001".into())));
+    assert!(hosts.contains(&("b.ml.svc.cluster.local".into(), "b-predictor-00001".into())));
+    assert_eq!(c.routed_objects(), 2);
+
+    let mut c = Catalog::new(BuildOptions::default());
+    let same = isvc("a", "2023-01-01T00:00:00Z", "a-predictor-00001", "True");
+    let out = c.apply(&[file("x.yaml", &same), file("y.yaml", &same)]);
+    assert_eq!(
+        messages(&out),
+        ["y.yaml: ml/a: host a.ml.example.com is already routed to ml/a (from x.yaml), which is older; this object does not get it"]
+    );
+    assert_eq!(out.table.len(), 1);
+    assert_eq!(c.routed_objects(), 1);
+}
+
+/// Revisions are reached at `{revision}.{ns}.svc.cluster.local:80` unless an override names
+/// them (`ns/revision`, else `ns/{isvc}-{component}`), or the fallback catches everything else.
+#[test]
+fn overrides_and_fallback() {
+    let ep = |s: &str| Endpoint::parse(s).unwrap();
+    let text = format!(
+        "{}---\n{}---\n{}",
+        isvc("a", "2024-01-01T00:00:00Z", "a-predictor-00001", "True"),
+        isvc("b", "2024-01-01T00:00:00Z", "b-predictor-00001", "True"),
+        isvc("c", "2024-01-01T00:00:00Z", "c-predictor-00001", "True"),
+    );
+    let endpoints = |options: BuildOptions| {
+        let out = Catalog::new(options).apply(&[file("f.yaml", &text)]);
+        out.table
+            .hosts()
+            .into_iter()
+            .map(|(h, r)| {
+                (
+                    h.to_string(),
+                    r.entry.backends[0]
+                        .endpoints
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        endpoints(BuildOptions::default())[0],
+        (
+            "a.ml.example.com".into(),
+            vec!["a-predictor-00001.ml.svc.cluster.local:80".to_string()]
+        )
+    );
+    let options = BuildOptions {
+        overrides: HashMap::from([
+            (
+                "ml/a-predictor-00001".to_string(),
+                vec![ep("10.0.0.1:8080"), ep("10.0.0.2:8080")],
+            ),
+            ("ml/b-predictor".to_string(), vec![ep("127.0.0.1:9001")]),
+            (
+                "other/c-predictor-00001".to_string(),
+                vec![ep("127.0.0.1:1")],
+            ),
+        ]),
+        fallback: Some(vec![ep("127.0.0.1:9000")]),
+    };
+    assert_eq!(
+        endpoints(options),
+        [
+            (
+                "a.ml.example.com".to_string(),
+                vec!["10.0.0.1:8080".to_string(), "10.0.0.2:8080".into()]
+            ),
+            ("b.ml.example.com".into(), vec!["127.0.0.1:9001".into()]),
+            ("c.ml.example.com".into(), vec!["127.0.0.1:9000".into()]),
+        ]
+    );
+}
+
+/// Raw-mode components are overridden by their Service name, `ns/{isvc}-{component}`.
+#[test]
+fn raw_mode_override_uses_the_service_name() {
+    let text = isvc("r", "2024-01-01T00:00:00Z", "unused", "True").replace(
+        "creationTimestamp",
+        "annotations: {serving.kserve.io/deploymentMode: Standard}, creationTimestamp",
+    );
+    let options = BuildOptions {
+        overrides: HashMap::from([(
+            "ml/r-predictor".to_string(),
+            vec![Endpoint::parse("127.0.0.1:7000").unwrap()],
+        )]),
+        fallback: None,
+    };
+    let out = Catalog::new(options).apply(&[file("r.yaml", &text)]);
+    assert!(out.errors.is_empty(), "{:?}", out.errors);
+    let route = out.table.lookup("r.ml.example.com").unwrap();
+    let b = &route.entry.backends[0];
+    assert_eq!(
+        (b.revision.as_str(), b.weight, b.knative),
+        ("r-predictor", 100, false)
+    );
+    assert_eq!(b.endpoints, [Endpoint::parse("127.0.0.1:7000").unwrap()]);
+}
+
+/// Generations count applies from 1, whatever happened.
+#[test]
+fn generation_counts_applies() {
+    let mut c = Catalog::new(BuildOptions::default());
+    assert_eq!(c.apply(&[]).table.generation(), 1);
+    assert_eq!(c.apply(&[file("x.yaml", "{")]).table.generation(), 2);
+}

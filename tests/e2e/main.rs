@@ -1,0 +1,10 @@
+//! End-to-end tests: the real `modelgate` binary in front of real HTTP servers on loopback.
+//! Each test states the rule it checks.
+
+mod support;
+
+mod cli;
+mod failures;
+mod quickstart;
+mod reload;
+mod routing;

@@ -1,0 +1,205 @@
+//! The real `modelgate` binary, started on free loopback ports with a config and a manifest
+//! directory of the test's own, and stopped when dropped.
+
+use super::free_port;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_modelgate");
+
+pub struct Gateway {
+    child: Child,
+    pub port: u16,
+    pub admin_port: u16,
+    pub dir: tempfile::TempDir,
+    pub client: reqwest::Client,
+}
+
+/// Builder-style options for one gateway.
+#[derive(Default)]
+pub struct Options {
+    /// `namespace/name` -> endpoints.
+    pub endpoints: Vec<(String, Vec<String>)>,
+    /// Extra top-level YAML appended to the config.
+    pub extra: String,
+}
+
+impl Gateway {
+    /// Writes `manifests` (file name, YAML) into a fresh route directory and starts the gateway;
+    /// returns once `/readyz` answers 200.
+    pub async fn start(manifests: &[(&str, String)], opts: Options) -> Gateway {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let routes = dir.path().join("routes");
+        std::fs::create_dir(&routes).unwrap();
+        for (name, text) in manifests {
+            std::fs::write(routes.join(name), text).unwrap();
+        }
+        let (port, admin_port) = (free_port(), free_port());
+        let mut config = format!(
+            "listeners: [{{address: \"127.0.0.1:{port}\"}}]\nadmin: {{address: \"127.0.0.1:{admin_port}\"}}\nroutes: {{directory: routes}}\nshutdown: {{grace_period: 0s, drain_timeout: 1s}}\n"
+        );
+        if !opts.endpoints.is_empty() {
+            config.push_str("endpoints:\n");
+            for (k, v) in &opts.endpoints {
+                config.push_str(&format!("  {k}: [{}]\n", v.join(", ")));
+            }
+        }
+        config.push_str(&opts.extra);
+        let config_path = dir.path().join("modelgate.yaml");
+        std::fs::write(&config_path, config).unwrap();
+        let log = std::fs::File::create(dir.path().join("gateway.log")).unwrap();
+        let child = Command::new(BIN)
+            .arg("--config")
+            .arg(&config_path)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn modelgate");
+        let gw = Gateway {
+            child,
+            port,
+            admin_port,
+            dir,
+            client: reqwest::Client::builder()
+                .pool_max_idle_per_host(64)
+                .build()
+                .unwrap(),
+        };
+        gw.wait_ready().await;
+        gw
+    }
+
+    async fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(r) = self.client.get(self.admin_url("/readyz")).send().await {
+                if r.status() == 200 {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "gateway not ready in 30 s; log:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("gateway.log")).unwrap_or_default()
+    }
+
+    pub fn routes_dir(&self) -> PathBuf {
+        self.dir.path().join("routes")
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.admin_port)
+    }
+
+    /// A request to `path` with the given `Host`.
+    pub fn get(&self, host: &str, path: &str) -> reqwest::RequestBuilder {
+        self.client.get(self.url(path)).header("host", host)
+    }
+
+    pub fn post(&self, host: &str, path: &str) -> reqwest::RequestBuilder {
+        self.client.post(self.url(path)).header("host", host)
+    }
+
+    /// `/routes` as JSON.
+    pub async fn routes(&self) -> serde_json::Value {
+        self.client
+            .get(self.admin_url("/routes"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    pub async fn generation(&self) -> u64 {
+        self.routes().await["generation"].as_u64().unwrap()
+    }
+
+    /// Polls `/routes` until the generation passes `after` and `check` holds, or fails after
+    /// `within` with the gateway's log.
+    pub async fn wait_routes(
+        &self,
+        after: u64,
+        within: Duration,
+        check: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let r = self.routes().await;
+            if r["generation"].as_u64().unwrap() > after && check(&r) {
+                return r;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "routes did not change as expected within {within:?}; last: {r:#}\nlog:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    pub async fn metrics(&self) -> String {
+        self.client
+            .get(self.admin_url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// Polls `/metrics` until `check` holds (counters are bumped just after a response leaves).
+    pub async fn wait_metrics(&self, check: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let m = self.metrics().await;
+            if check(&m) {
+                return m;
+            }
+            assert!(Instant::now() < deadline, "metrics never matched:\n{m}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Writes `text` to `dir/name` the way `kubectl cp`/editors with safe-write do: a temporary file
+/// renamed over the target.
+pub fn write_atomic(dir: &Path, name: &str, text: &str) {
+    let tmp = dir.join(format!(".{name}.tmp"));
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, dir.join(name)).unwrap();
+}
+
+/// The value of one sample line in Prometheus text, e.g. `modelgate_reloads_total{result="success"}`.
+pub fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|v| v.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
