@@ -5,6 +5,7 @@ mod support;
 
 mod cli;
 mod failures;
+mod oidc_provider;
 mod quickstart;
 mod reload;
 mod routing;

@@ -3,6 +3,7 @@
 
 pub mod gateway;
 pub mod manifest;
+pub mod oidc;
 pub mod upstream;
 
 /// A free loopback port: bind port 0, read the port, release it.

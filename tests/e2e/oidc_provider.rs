@@ -1,0 +1,1 @@
+//! Self-test of the OpenID Connect provider fixture (tests/oidc).
