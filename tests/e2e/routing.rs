@@ -427,3 +427,56 @@ async fn admin_endpoints() {
         assert!(m.contains(series), "{series} missing:\n{m}");
     }
 }
+
+/// With `log.format: json`, each request leaves one JSON access-log line with host, path,
+/// status, isvc, revision, upstream time and total time.
+#[tokio::test]
+async fn json_access_log() {
+    let up = Upstream::start("iris").await;
+    let gw = Gateway::start(
+        &[(
+            "iris.yaml",
+            Isvc::new(
+                "sklearn-iris",
+                "kserve-test",
+                vec![traffic("sklearn-iris-predictor-00001", 100, None, true)],
+            )
+            .yaml(),
+        )],
+        Options {
+            endpoints: vec![ep("kserve-test", "sklearn-iris-predictor-00001", &up)],
+            extra: "log: {format: json}\n".into(),
+        },
+    )
+    .await;
+    let r = gw
+        .get(IRIS, "/v1/models/sklearn-iris?q=1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let id = r.headers()["x-request-id"].to_str().unwrap().to_string();
+    // The line is written just after the response leaves: poll the log.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let line = loop {
+        let log = gw.log();
+        if let Some(l) = log.lines().find(|l| l.contains(&id)) {
+            break l.to_string();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no access line for {id}:\n{log}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    };
+    let v: serde_json::Value =
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    assert_eq!(v["target"], "modelgate::access");
+    assert_eq!(v["host"], IRIS);
+    assert_eq!(v["path"], "/v1/models/sklearn-iris");
+    assert_eq!(v["status"], 200);
+    assert_eq!(v["isvc"], "kserve-test/sklearn-iris");
+    assert_eq!(v["revision"], "sklearn-iris-predictor-00001");
+    assert!(v["upstream_ms"].as_f64().unwrap() > 0.0);
+    assert!(v["total_ms"].as_f64().unwrap() >= v["upstream_ms"].as_f64().unwrap());
+}
