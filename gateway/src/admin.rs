@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 pub struct Admin {
     pub live: Arc<Live>,
+    pub authn: Option<Arc<crate::authn::Authn>>,
 }
 
 fn reply(status: u16, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
@@ -34,10 +35,15 @@ impl Admin {
         match path {
             "/healthz" => json(200, serde_json::json!({"status": "ok"})),
             "/readyz" => {
-                if self.live.is_ready() {
-                    json(200, serde_json::json!({"status": "ready"}))
-                } else {
+                if !self.live.is_ready() {
                     json(503, serde_json::json!({"status": "routes not loaded yet"}))
+                } else if self.authn.as_ref().is_some_and(|a| !a.is_ready()) {
+                    json(
+                        503,
+                        serde_json::json!({"status": "OpenID Connect provider not discovered yet"}),
+                    )
+                } else {
+                    json(200, serde_json::json!({"status": "ready"}))
                 }
             }
             "/routes" => {

@@ -28,6 +28,37 @@ struct Cli {
 enum Command {
     /// Check the config and every InferenceService manifest; exit 64 listing all errors.
     Validate,
+    /// Get a credential for curl from the OpenID Connect provider (Dex) with the device flow:
+    /// open the printed URL, sign in, and the token (or a ready header or cookie) is printed.
+    Login(LoginArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct LoginArgs {
+    /// Issuer URL (default: `auth.issuer` from --config).
+    #[arg(long)]
+    issuer: Option<String>,
+    /// OAuth client for the device flow (default: `auth.client_id` from --config).
+    #[arg(long)]
+    client_id: Option<String>,
+    /// File holding the client's secret, for a confidential client (default with --config and
+    /// no --client-id: `auth.client_secret`).
+    #[arg(long)]
+    client_secret_file: Option<PathBuf>,
+    /// What to print: the raw ID `token`, an `Authorization` `header`, or a session `cookie`
+    /// (the cookie needs --config: it is sealed with the gateway's cookie secret).
+    #[arg(long, value_enum, default_value_t = Print::Header)]
+    print: Print,
+    /// Give up after this many seconds without a sign-in.
+    #[arg(long, default_value_t = 600)]
+    timeout: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Print {
+    Token,
+    Header,
+    Cookie,
 }
 
 const QUICKSTART_CONFIG: &str = include_str!("../../examples/quickstart/modelgate.yaml");
@@ -116,10 +147,124 @@ fn validate(path: Option<&Path>) -> i32 {
     0
 }
 
+/// The device flow, start to finish. Prompts go to stderr; only the credential goes to stdout,
+/// so `$(modelgate login ...)` captures it.
+fn login(config: Option<&Path>, args: LoginArgs) -> i32 {
+    let settings = match config.map(config::load).transpose() {
+        Ok(s) => s,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return EXIT_CONFIG;
+        }
+    };
+    let auth_settings = settings.as_ref().and_then(|s| s.auth.clone());
+    let Some(issuer) = args
+        .issuer
+        .clone()
+        .or(auth_settings.as_ref().map(|a| a.issuer.clone()))
+    else {
+        eprintln!("modelgate login: --issuer (or --config with an auth section) is required");
+        return EXIT_CONFIG;
+    };
+    let Some(client_id) = args
+        .client_id
+        .clone()
+        .or(auth_settings.as_ref().map(|a| a.client_id.clone()))
+    else {
+        eprintln!("modelgate login: --client-id (or --config with an auth section) is required");
+        return EXIT_CONFIG;
+    };
+    let secret = match &args.client_secret_file {
+        Some(f) => match std::fs::read_to_string(f) {
+            Ok(s) => Some(s.trim_end().to_string()),
+            Err(e) => {
+                eprintln!("modelgate login: {}: {e}", f.display());
+                return EXIT_CONFIG;
+            }
+        },
+        None if args.client_id.is_none() => auth_settings
+            .as_ref()
+            .map(|a| a.client_secret.expose().to_string()),
+        None => None,
+    };
+    if args.print == Print::Cookie && auth_settings.is_none() {
+        eprintln!("modelgate login: --print cookie needs --config with the gateway's auth section (its cookie secret seals the session)");
+        return EXIT_CONFIG;
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("modelgate login: {e}");
+            return 1;
+        }
+    };
+    let scopes = auth_settings
+        .as_ref()
+        .map(|a| a.scopes.clone())
+        .unwrap_or_else(|| {
+            ["openid", "profile", "email", "groups"]
+                .map(String::from)
+                .to_vec()
+        });
+    let result = runtime.block_on(async {
+        let http = auth::provider::http_client();
+        let meta = auth::provider::discover(&http, &issuer).await?;
+        let device =
+            auth::provider::device_authorize(&http, &meta, &client_id, secret.as_deref(), &scopes)
+                .await?;
+        let url = device
+            .verification_uri_complete
+            .clone()
+            .unwrap_or_else(|| device.verification_uri.clone());
+        eprintln!(
+            "modelgate: open {url} and enter the code {}",
+            device.user_code
+        );
+        let deadline = std::time::Instant::now()
+            + std::time::Duration::from_secs(args.timeout.min(device.expires_in.max(1)));
+        let token = auth::provider::poll_device_token(
+            &http,
+            &meta,
+            &client_id,
+            secret.as_deref(),
+            &device,
+            deadline,
+        )
+        .await?;
+        match (args.print, &auth_settings) {
+            (Print::Token, _) => Ok(token),
+            (Print::Header, _) => Ok(format!("Authorization: Bearer {token}")),
+            (Print::Cookie, Some(a)) => {
+                // Verified exactly as the gateway would, then sealed into a session.
+                let authn = crate::authn::Authn::new(a.clone());
+                authn.discover_now().await?;
+                let now = crate::authn::now();
+                let identity = authn.verify_jwt(&token, now).await?;
+                Ok(format!("{}={}", a.cookie_name, authn.seal(identity, now)))
+            }
+            (Print::Cookie, None) => Err("no auth section".to_string()),
+        }
+    });
+    match result {
+        Ok(out) => {
+            println!("{out}");
+            0
+        }
+        Err(e) => {
+            eprintln!("modelgate login: {e}");
+            1
+        }
+    }
+}
+
 pub fn main() -> i32 {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Validate) => validate(cli.config.as_deref()),
+        Some(Command::Login(args)) => login(cli.config.as_deref(), args),
         None => match settings(cli.config.as_deref()) {
             Ok(s) => {
                 crate::server::init_logging(&s);

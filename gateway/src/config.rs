@@ -38,12 +38,40 @@ pub struct Config {
     /// the pod out of its endpoints), then how long in-flight requests get to finish.
     #[serde(default)]
     pub shutdown: Shutdown,
+    /// Kubeflow-style authentication against an OpenID Connect provider (Dex).
+    #[serde(default)]
+    pub auth: Option<auth::config::AuthConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Listener {
     pub address: String,
+    /// With a top-level `auth:` section, whether this listener authenticates (default true).
+    #[serde(default = "default_true")]
+    pub auth: bool,
+    /// Terminate TLS on this listener with these certificates (chosen by SNI).
+    #[serde(default)]
+    pub tls: Option<ListenerTls>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerTls {
+    /// PEM files; relative paths are relative to the config file. The first is the default
+    /// for clients that send no (or an unknown) server name.
+    pub certificates: Vec<CertFiles>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -163,6 +191,8 @@ impl Default for Shutdown {
 fn default_listeners() -> Vec<Listener> {
     vec![Listener {
         address: "0.0.0.0:8080".into(),
+        auth: true,
+        tls: None,
     }]
 }
 fn default_admin_address() -> String {
@@ -202,8 +232,17 @@ fn default_drain() -> Duration {
 
 /// The validated configuration the gateway runs on.
 #[derive(Debug, Clone)]
+pub struct ListenerSettings {
+    pub address: SocketAddr,
+    /// Authenticate requests on this listener (only when `auth` is configured).
+    pub auth: bool,
+    /// Loaded and checked certificates, when the listener terminates TLS.
+    pub tls: Option<std::sync::Arc<certs::CertStore>>,
+}
+
+#[derive(Debug, Clone)]
 pub struct Settings {
-    pub listeners: Vec<SocketAddr>,
+    pub listeners: Vec<ListenerSettings>,
     pub admin: SocketAddr,
     pub route_dir: PathBuf,
     pub overrides: HashMap<String, Vec<Endpoint>>,
@@ -213,6 +252,7 @@ pub struct Settings {
     pub log: Log,
     pub threads: usize,
     pub shutdown: Shutdown,
+    pub auth: Option<auth::config::AuthSettings>,
 }
 
 /// Every problem found in a configuration, each naming its field.
@@ -250,8 +290,42 @@ impl Config {
         }
         let mut listeners = Vec::new();
         for (i, l) in self.listeners.iter().enumerate() {
+            let tls = l.tls.as_ref().and_then(|t| {
+                let mut loaded = Vec::new();
+                for (j, c) in t.certificates.iter().enumerate() {
+                    let abs = |p: &Path| {
+                        if p.is_absolute() {
+                            p.to_path_buf()
+                        } else {
+                            base.join(p)
+                        }
+                    };
+                    match certs::load_pem(&abs(&c.cert), &abs(&c.key), std::time::SystemTime::now())
+                    {
+                        Ok(k) => loaded.push(k),
+                        Err(e) => err(
+                            format!("listeners[{i}].tls.certificates[{j}]"),
+                            e.to_string(),
+                        ),
+                    }
+                }
+                if loaded.len() != t.certificates.len() {
+                    return None;
+                }
+                match certs::CertStore::new(loaded) {
+                    Ok(store) => Some(std::sync::Arc::new(store)),
+                    Err(e) => {
+                        err(format!("listeners[{i}].tls.certificates"), e.to_string());
+                        None
+                    }
+                }
+            });
             match l.address.parse::<SocketAddr>() {
-                Ok(a) => listeners.push(a),
+                Ok(address) => listeners.push(ListenerSettings {
+                    address,
+                    auth: l.auth,
+                    tls,
+                }),
                 Err(_) => err(
                     format!("listeners[{i}].address"),
                     format!("{:?} is not an ip:port socket address", l.address),
@@ -269,7 +343,7 @@ impl Config {
                 );
                 SocketAddr::from(([127, 0, 0, 1], 0))
             });
-        if listeners.contains(&admin) {
+        if listeners.iter().any(|l| l.address == admin) {
             err(
                 "admin.address".into(),
                 format!("{admin} is also a proxy listener"),
@@ -350,10 +424,22 @@ impl Config {
             err("log.level".into(), format!("{:?}: {e}", self.log.level));
         }
 
+        let auth = match self.auth {
+            None => None,
+            Some(a) => match a.validate(origin, base, &|name| std::env::var(name).ok()) {
+                Ok(s) => Some(s),
+                Err(mut e) => {
+                    errors.append(&mut e);
+                    None
+                }
+            },
+        };
+
         if !errors.is_empty() {
             return Err(ConfigErrors(errors));
         }
         Ok(Settings {
+            auth,
             listeners,
             admin,
             route_dir,
@@ -390,7 +476,11 @@ mod tests {
     #[test]
     fn defaults() {
         let s = check("routes: {directory: .}").unwrap();
-        assert_eq!(s.listeners, vec!["0.0.0.0:8080".parse().unwrap()]);
+        assert_eq!(s.listeners.len(), 1);
+        assert_eq!(s.listeners[0].address, "0.0.0.0:8080".parse().unwrap());
+        assert!(s.listeners[0].auth);
+        assert!(s.listeners[0].tls.is_none());
+        assert!(s.auth.is_none());
         assert_eq!(s.admin, "127.0.0.1:9901".parse().unwrap());
         assert_eq!(s.upstream.request_timeout, Duration::from_secs(300));
         assert_eq!(s.upstream.connect_timeout, Duration::from_secs(2));

@@ -15,6 +15,12 @@ pub enum GatewayError {
     BadRequest(String),
     /// No route table has been loaded yet.
     NotReady,
+    /// The OpenID Connect provider has not been discovered yet.
+    AuthNotReady,
+    /// No credentials, or ones that do not verify; `WWW-Authenticate: Bearer` goes with it.
+    Unauthorized(String),
+    /// A verified user outside the allow-lists.
+    Forbidden(String),
     /// No InferenceService claims the host.
     UnknownHost(String),
     /// The request body is larger than `downstream.max_request_body_bytes`.
@@ -33,7 +39,9 @@ impl GatewayError {
     pub fn status(&self) -> u16 {
         match self {
             GatewayError::BadHost(_) | GatewayError::BadRequest(_) => 400,
-            GatewayError::NotReady => 503,
+            GatewayError::NotReady | GatewayError::AuthNotReady => 503,
+            GatewayError::Unauthorized(_) => 401,
+            GatewayError::Forbidden(_) => 403,
             GatewayError::UnknownHost(_) => 404,
             GatewayError::BodyTooLarge { .. } => 413,
             GatewayError::NoRevisionReachable { .. } => 503,
@@ -48,6 +56,9 @@ impl GatewayError {
             GatewayError::BadHost(why) => format!("bad Host header: {why}"),
             GatewayError::BadRequest(why) => format!("bad request: {why}"),
             GatewayError::NotReady => "routes are not loaded yet".into(),
+            GatewayError::AuthNotReady => "the OpenID Connect provider is not reachable yet".into(),
+            GatewayError::Unauthorized(why) => format!("unauthorized: {why}"),
+            GatewayError::Forbidden(why) => format!("forbidden: {why}"),
             GatewayError::UnknownHost(h) => format!("no InferenceService serves host {h:?}"),
             GatewayError::BodyTooLarge { limit } => {
                 format!("request body is larger than {limit} bytes")
@@ -109,6 +120,19 @@ pub async fn respond(
     if let Some(id) = request_id {
         resp.insert_header("x-request-id", id)?;
     }
+    if let GatewayError::Unauthorized(why) = err {
+        // RFC 6750 §3; the description must not break the quoted string.
+        let why: String = why
+            .chars()
+            .filter(|c| *c != '"' && *c != '\\' && !c.is_control())
+            .collect();
+        resp.insert_header(
+            "www-authenticate",
+            format!(
+                "Bearer realm=\"modelgate\", error=\"invalid_token\", error_description=\"{why}\""
+            ),
+        )?;
+    }
     // An oversized body is never read to its end, so its connection cannot be reused either.
     if close || matches!(err, GatewayError::BodyTooLarge { .. }) {
         resp.insert_header("connection", "close")?;
@@ -116,6 +140,24 @@ pub async fn respond(
     }
     session.write_response_header(Box::new(resp), false).await?;
     session.write_response_body(Some(body), true).await
+}
+
+/// A 302 to `location`, setting `cookies`. Used by the login flow; the connection stays open.
+pub async fn redirect(
+    session: &mut Session,
+    location: &str,
+    cookies: &[String],
+    request_id: &str,
+) -> pingora::Result<()> {
+    let mut resp = ResponseHeader::build(302, Some(4 + cookies.len()))?;
+    resp.insert_header("location", location)?;
+    resp.insert_header("content-length", "0")?;
+    resp.insert_header("cache-control", "no-store")?;
+    resp.insert_header("x-request-id", request_id)?;
+    for c in cookies {
+        resp.append_header("set-cookie", c)?;
+    }
+    session.write_response_header(Box::new(resp), true).await
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! command line; `server` assembles the services; the modules below each own one concern.
 
 pub mod admin;
+pub mod authn;
 pub mod cli;
 pub mod config;
 pub mod demo;

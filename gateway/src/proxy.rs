@@ -2,7 +2,8 @@
 //! and request-id rules in `request`, the table and split in `routes`, error responses in
 //! `errors`. Phase order and what each hook does: docs/request-lifecycle.md.
 
-use crate::errors::{respond, GatewayError};
+use crate::authn::Authn;
+use crate::errors::{redirect, respond, GatewayError};
 use crate::metrics::status_class;
 use crate::request::{forwarded_for, new_request_id, request_host, request_id};
 use crate::state::{Live, Snapshot};
@@ -31,6 +32,11 @@ pub struct ProxySettings {
 pub struct Gateway {
     pub live: Arc<Live>,
     pub settings: ProxySettings,
+    /// Set when `auth:` is configured and this listener authenticates.
+    pub authn: Option<Arc<Authn>>,
+    /// Names of the identity headers (lower-case): stripped from every client request, set only
+    /// from a verified identity.
+    pub identity_headers: [http::HeaderName; 2],
 }
 
 /// Per-request state. The route and target are `Arc`s taken from one table snapshot, so a
@@ -41,7 +47,11 @@ pub struct Ctx {
     snapshot: Option<Arc<Snapshot>>,
     request_id: String,
     host: Option<String>,
+    /// The `Host` as the client sent it (port included), for `X-Forwarded-Host` and redirects.
+    raw_host: String,
     route: Option<Arc<HostRoute>>,
+    /// Verified identity to pass upstream.
+    identity: Option<auth::session::Identity>,
     target: Option<Arc<Target>>,
     /// Backends already tried, by index into `target.backends`.
     tried: Vec<usize>,
@@ -60,10 +70,18 @@ impl Ctx {
     }
 
     fn isvc_label(&self) -> String {
+        match (&self.route, &self.target) {
+            (Some(r), _) => r.isvc.to_string(),
+            (None, Some(t)) => t.component.clone(),
+            _ => String::new(),
+        }
+    }
+
+    fn route_labels(&self) -> (&str, &str) {
         self.route
             .as_ref()
-            .map(|r| r.isvc.to_string())
-            .unwrap_or_default()
+            .map(|r| (r.isvc.namespace.as_str(), r.isvc.name.as_str()))
+            .unwrap_or(("", ""))
     }
 
     fn timeout(&self, default: Duration) -> Duration {
@@ -75,7 +93,146 @@ impl Ctx {
     }
 }
 
+/// What authentication made of a request.
+enum AuthStep {
+    /// Go on to routing (with `ctx.identity` set when a user was verified).
+    Continue,
+    /// A response was written here (redirect, 401/403, callback, logout).
+    Answered,
+    /// The OIDC provider's own pages: proxy them without auth.
+    Provider,
+}
+
 impl Gateway {
+    fn tls(&self) -> bool {
+        self.settings.scheme == "https"
+    }
+
+    /// Login flow endpoints, the provider pass-through, and the per-request decision.
+    async fn authenticate(
+        &self,
+        authn: &Authn,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        route: Option<&HostRoute>,
+    ) -> Result<AuthStep> {
+        let req = session.req_header();
+        let path = req.uri.path().to_string();
+        let path_and_query = req
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str().to_string())
+            .unwrap_or_else(|| path.clone());
+        let cookies: Vec<&str> = req
+            .headers
+            .get_all(http::header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        let cookie = (!cookies.is_empty()).then(|| cookies.join("; "));
+        let normalized = auth::paths::normalize(&path);
+        if normalized
+            .as_deref()
+            .is_some_and(|p| authn.settings.is_provider_path(p))
+        {
+            ctx.target = Some(authn.provider_target.clone());
+            return Ok(AuthStep::Provider);
+        }
+        if path == authn.settings.redirect_path {
+            let query = req.uri.query().unwrap_or("").to_string();
+            let outcome = authn
+                .finish_login(&query, cookie.as_deref(), &ctx.raw_host, self.tls())
+                .await;
+            return match outcome {
+                Ok((location, set_cookies)) => {
+                    redirect(session, &location, &set_cookies, &ctx.request_id).await?;
+                    Ok(AuthStep::Answered)
+                }
+                Err(why) => {
+                    tracing::warn!(error = %why, "login callback refused");
+                    self.reject(
+                        session,
+                        ctx,
+                        GatewayError::Unauthorized(format!("login failed: {why}")),
+                    )
+                    .await?;
+                    Ok(AuthStep::Answered)
+                }
+            };
+        }
+        if path == authn.settings.logout_path && matches!(req.method.as_str(), "GET" | "POST") {
+            let (location, clear) = authn.logout(self.tls());
+            redirect(session, &location, &[clear], &ctx.request_id).await?;
+            return Ok(AuthStep::Answered);
+        }
+        if !authn.is_ready() {
+            self.reject(session, ctx, GatewayError::AuthNotReady)
+                .await?;
+            return Ok(AuthStep::Answered);
+        }
+        let mut authorizations = req.headers.get_all(http::header::AUTHORIZATION).iter();
+        let authorization = match (authorizations.next(), authorizations.next()) {
+            (Some(_), Some(_)) => {
+                self.reject(
+                    session,
+                    ctx,
+                    GatewayError::Unauthorized("more than one Authorization header".into()),
+                )
+                .await?;
+                return Ok(AuthStep::Answered);
+            }
+            (Some(v), None) => Some(v.to_str().unwrap_or("")),
+            (None, _) => None,
+        };
+        let info = auth::decide::RequestInfo {
+            method: req.method.as_str(),
+            path: &path_and_query,
+            accept: req
+                .headers
+                .get(http::header::ACCEPT)
+                .and_then(|v| v.to_str().ok()),
+            cookie: cookie.as_deref(),
+            authorization,
+            namespace: route.map(|r| r.isvc.namespace.as_str()).unwrap_or(""),
+            isvc: route.map(|r| r.isvc.name.as_str()).unwrap_or(""),
+        };
+        let decision = authn.decide(&info, crate::authn::now()).await;
+        use auth::decide::AuthDecision;
+        let err = match decision {
+            AuthDecision::Allow(identity) => {
+                ctx.identity = Some(identity);
+                return Ok(AuthStep::Continue);
+            }
+            AuthDecision::Anonymous => return Ok(AuthStep::Continue),
+            AuthDecision::Login => {
+                match authn.start_login(&ctx.raw_host, self.tls(), &path_and_query) {
+                    Some(login) => {
+                        redirect(
+                            session,
+                            &login.location,
+                            &[login.set_cookie],
+                            &ctx.request_id,
+                        )
+                        .await?;
+                        return Ok(AuthStep::Answered);
+                    }
+                    None => GatewayError::AuthNotReady,
+                }
+            }
+            AuthDecision::Deny {
+                status: 403,
+                reason,
+            } => GatewayError::Forbidden(reason),
+            AuthDecision::Deny {
+                status: 400,
+                reason,
+            } => GatewayError::BadRequest(reason),
+            AuthDecision::Deny { reason, .. } => GatewayError::Unauthorized(reason),
+        };
+        self.reject(session, ctx, err).await?;
+        Ok(AuthStep::Answered)
+    }
+
     async fn reject(&self, session: &mut Session, ctx: &Ctx, err: GatewayError) -> Result<bool> {
         respond(session, &err, Some(&ctx.request_id), false).await?;
         Ok(true)
@@ -92,7 +249,9 @@ impl ProxyHttp for Gateway {
             snapshot: None,
             request_id: String::new(),
             host: None,
+            raw_host: String::new(),
             route: None,
+            identity: None,
             target: None,
             tried: Vec::new(),
             backend: None,
@@ -110,6 +269,8 @@ impl ProxyHttp for Gateway {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         ctx.start = Instant::now();
+        // Identity headers are never trusted from a client, on any path, in any spelling.
+        strip_identity_headers(session.req_header_mut(), &self.identity_headers);
         let req = session.req_header();
         ctx.request_id = request_id(
             req.headers.get("x-request-id").map(|v| v.as_bytes()),
@@ -119,18 +280,34 @@ impl ProxyHttp for Gateway {
             Ok(h) => h,
             Err(why) => return self.reject(session, ctx, GatewayError::BadHost(why)).await,
         };
+        ctx.raw_host = req
+            .headers
+            .get(http::header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+            .unwrap_or_else(|| host.clone());
         if !self.live.is_ready() {
             return self.reject(session, ctx, GatewayError::NotReady).await;
         }
         let snapshot = self.live.current.load_full();
         let route = snapshot.table.lookup(&host).cloned();
         ctx.snapshot = Some(snapshot);
+        ctx.host = Some(host.clone());
+        if let Some(authn) = self.authn.clone() {
+            match self
+                .authenticate(&authn, session, ctx, route.as_deref())
+                .await?
+            {
+                AuthStep::Continue => {}
+                AuthStep::Answered => return Ok(true),
+                AuthStep::Provider => return Ok(false),
+            }
+        }
         let Some(route) = route else {
             return self
                 .reject(session, ctx, GatewayError::UnknownHost(host))
                 .await;
         };
-        ctx.host = Some(host);
         let req = session.req_header();
         if let Some(len) = content_length(req) {
             if len > self.settings.max_body {
@@ -151,10 +328,10 @@ impl ProxyHttp for Gateway {
     }
 
     async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
-        let (Some(route), Some(target), Some(snapshot)) = (&ctx.route, &ctx.target, &ctx.snapshot)
-        else {
+        let (Some(target), Some(snapshot)) = (&ctx.target, &ctx.snapshot) else {
             return Err(GatewayError::Internal.into_pingora());
         };
+        let isvc = ctx.isvc_label();
         let resolved = &snapshot.resolved;
         while let Some(idx) = target.pick(fastrand::u32(..), &ctx.tried) {
             ctx.tried.push(idx);
@@ -167,21 +344,29 @@ impl ProxyHttp for Gateway {
             let count = addrs.clone().count();
             let Some(addr) = addrs.clone().nth(fastrand::usize(..count.max(1))) else {
                 // Never resolved: as good as a refused connection.
-                tracing::warn!(isvc = %route.isvc, revision = %backend.revision, "no address for revision");
+                tracing::warn!(isvc = %isvc, revision = %backend.revision, "no address for revision");
+                let (ns, name) = ctx.route_labels();
                 self.live
                     .metrics
                     .upstream_failures
-                    .with_label_values(&[
-                        &route.isvc.namespace,
-                        &route.isvc.name,
-                        &backend.revision,
-                        "unresolved",
-                    ])
+                    .with_label_values(&[ns, name, &backend.revision, "unresolved"])
                     .inc();
                 continue;
             };
             ctx.backend = Some(idx);
-            let mut peer = HttpPeer::new(*addr, false, String::new());
+            let mut peer = if ctx.route.is_none()
+                && self.authn.as_ref().is_some_and(|a| a.settings.issuer_tls)
+            {
+                // The OIDC provider behind an https issuer.
+                let sni = self
+                    .authn
+                    .as_ref()
+                    .map(|a| a.settings.issuer_host.clone())
+                    .unwrap_or_default();
+                HttpPeer::new(*addr, true, sni)
+            } else {
+                HttpPeer::new(*addr, false, String::new())
+            };
             let timeout = ctx.timeout(self.settings.request_timeout);
             peer.options.connection_timeout = Some(self.settings.connect_timeout);
             peer.options.read_timeout = Some(timeout);
@@ -190,10 +375,7 @@ impl ProxyHttp for Gateway {
             ctx.upstream_start = Some(Instant::now());
             return Ok(Box::new(peer));
         }
-        Err(GatewayError::NoRevisionReachable {
-            isvc: route.isvc.to_string(),
-        }
-        .into_pingora())
+        Err(GatewayError::NoRevisionReachable { isvc }.into_pingora())
     }
 
     fn fail_to_connect(
@@ -203,22 +385,23 @@ impl ProxyHttp for Gateway {
         ctx: &mut Ctx,
         mut e: Box<Error>,
     ) -> Box<Error> {
-        let (Some(route), Some(target)) = (&ctx.route, &ctx.target) else {
+        let Some(target) = &ctx.target else {
             return e;
         };
         let revision = ctx.revision().to_string();
-        let isvc = &route.isvc;
+        let isvc = ctx.isvc_label();
+        let (ns, name) = ctx.route_labels();
         self.live
             .metrics
             .upstream_failures
-            .with_label_values(&[&isvc.namespace, &isvc.name, &revision, "connect"])
+            .with_label_values(&[ns, name, &revision, "connect"])
             .inc();
         // Nothing was sent upstream yet, so trying another revision is safe even for POST.
         if target.pick(0, &ctx.tried).is_some() {
             self.live
                 .metrics
                 .failovers
-                .with_label_values(&[&isvc.namespace, &isvc.name, &revision])
+                .with_label_values(&[ns, name, &revision])
                 .inc();
             tracing::warn!(isvc = %isvc, revision = %revision, error = %e, "connect failed; failing over to another revision");
             e.set_retry(true);
@@ -234,11 +417,10 @@ impl ProxyHttp for Gateway {
         upstream: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        let (Some(route), Some(target), Some(idx)) = (&ctx.route, &ctx.target, ctx.backend) else {
+        let (Some(target), Some(idx)) = (&ctx.target, ctx.backend) else {
             return Err(GatewayError::Internal.into_pingora());
         };
         let backend = &target.backends[idx];
-        let original_host = ctx.host.clone().unwrap_or_default();
         let xff = forwarded_for(
             upstream
                 .headers
@@ -251,7 +433,7 @@ impl ProxyHttp for Gateway {
         );
         upstream.insert_header("host", &target.upstream_host)?;
         // Set by the gateway only: what a client sent here is not trusted.
-        upstream.insert_header("x-forwarded-host", original_host)?;
+        upstream.insert_header("x-forwarded-host", &ctx.raw_host)?;
         upstream.insert_header("x-forwarded-proto", self.settings.scheme)?;
         match xff {
             Some(v) => upstream.insert_header("x-forwarded-for", v)?,
@@ -260,6 +442,15 @@ impl ProxyHttp for Gateway {
             }
         }
         upstream.insert_header("x-request-id", &ctx.request_id)?;
+        if let Some(id) = &ctx.identity {
+            let [userid, groups] = &self.identity_headers;
+            upstream.insert_header(userid.clone(), &id.user)?;
+            upstream.insert_header(groups.clone(), id.groups.join(","))?;
+        }
+        let Some(route) = &ctx.route else {
+            // The OIDC provider's own pages: no model headers.
+            return Ok(());
+        };
         upstream.insert_header("kserve-isvc-name", &route.isvc.name)?;
         upstream.insert_header("kserve-isvc-namespace", &route.isvc.namespace)?;
         if backend.knative {
@@ -384,6 +575,20 @@ impl ProxyHttp for Gateway {
             request_id = %ctx.request_id,
             error = e.map(|e| e.etype().as_str()),
         );
+    }
+}
+
+/// Removes every header that spells an identity header: any case, `_` for `-`, repeated.
+fn strip_identity_headers(req: &mut RequestHeader, names: &[http::HeaderName; 2]) {
+    let names = [names[0].as_str(), names[1].as_str()];
+    let doomed: Vec<http::HeaderName> = req
+        .headers
+        .keys()
+        .filter(|k| auth::headers::is_identity_header(k.as_str(), &names))
+        .cloned()
+        .collect();
+    for k in doomed {
+        req.remove_header(&k);
     }
 }
 

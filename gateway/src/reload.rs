@@ -48,6 +48,8 @@ pub struct Reloader {
     catalog: Mutex<Catalog>,
     live: Arc<Live>,
     resolve_interval: Duration,
+    /// Endpoints outside the table that need addresses too (the OIDC provider).
+    extra_endpoints: Vec<routes::Endpoint>,
 }
 
 impl Reloader {
@@ -56,12 +58,14 @@ impl Reloader {
         options: BuildOptions,
         live: Arc<Live>,
         resolve_interval: Duration,
+        extra_endpoints: Vec<routes::Endpoint>,
     ) -> Self {
         Reloader {
             dir,
             catalog: Mutex::new(Catalog::new(options)),
             live,
             resolve_interval,
+            extra_endpoints,
         }
     }
 
@@ -88,7 +92,11 @@ impl Reloader {
         };
         // Resolve before the swap, so a new revision is reachable the moment it is routed.
         let previous = self.live.current.load_full();
-        let resolved = resolver::resolve_all(table.endpoints(), &previous.resolved).await;
+        let resolved = resolver::resolve_all(
+            table.endpoints().into_iter().chain(&self.extra_endpoints),
+            &previous.resolved,
+        )
+        .await;
 
         for e in &errors {
             tracing::error!(file = %e.file, object = e.object.as_deref().unwrap_or("-"), field = e.field.as_deref().unwrap_or("-"), "{e}");
@@ -120,7 +128,15 @@ impl Reloader {
     /// Looks every name up again. Runs in the same task as `reload`, so the two never race.
     async fn refresh_names(&self) {
         let current = self.live.current.load_full();
-        let resolved = resolver::resolve_all(current.table.endpoints(), &current.resolved).await;
+        let resolved = resolver::resolve_all(
+            current
+                .table
+                .endpoints()
+                .into_iter()
+                .chain(&self.extra_endpoints),
+            &current.resolved,
+        )
+        .await;
         self.live.current.store(Arc::new(Snapshot {
             table: current.table.clone(),
             resolved,

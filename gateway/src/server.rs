@@ -2,11 +2,13 @@
 //! the admin service, the route reloader, and in the quickstart the demo model server.
 
 use crate::admin::Admin;
+use crate::authn::{Authn, AuthnService};
 use crate::config::{LogFormat, Settings};
 use crate::metrics::Metrics;
 use crate::proxy::{Gateway, ProxySettings};
 use crate::reload::{ReloadService, Reloader};
 use crate::state::Live;
+use pingora::listeners::tls::TlsSettings;
 use pingora::proxy::http_proxy_service_with_name;
 use pingora::server::configuration::ServerConf;
 use pingora::server::Server;
@@ -14,6 +16,11 @@ use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 use routes::{BuildOptions, Endpoint};
 use std::sync::Arc;
+
+/// Identity headers stripped from client requests even when auth is not configured, so a
+/// client can never hand a model a user name.
+const DEFAULT_USERID_HEADER: &str = "kubeflow-userid";
+const DEFAULT_GROUPS_HEADER: &str = "kubeflow-groups";
 
 /// Installs the `tracing` subscriber: text or JSON, filtered by `log.level` (or `RUST_LOG`).
 pub fn init_logging(settings: &Settings) {
@@ -95,37 +102,110 @@ pub fn run(settings: Settings) -> i32 {
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
-    let gateway = Gateway {
-        live: live.clone(),
-        settings: ProxySettings {
-            connect_timeout: settings.upstream.connect_timeout,
-            request_timeout: settings.upstream.request_timeout,
-            upstream_idle_timeout: settings.upstream.idle_timeout,
-            keepalive_secs: settings.downstream.keepalive_timeout.as_secs().max(1),
-            max_body: settings.downstream.max_request_body_bytes,
-            scheme: "http",
-        },
+    let authn = settings.auth.clone().map(|a| Arc::new(Authn::new(a)));
+    let (userid, groups) = match &settings.auth {
+        Some(a) => (a.userid_header.as_str(), a.groups_header.as_str()),
+        None => (DEFAULT_USERID_HEADER, DEFAULT_GROUPS_HEADER),
     };
-    let mut proxy = http_proxy_service_with_name(&server.configuration, gateway, "modelgate");
-    for addr in &settings.listeners {
-        proxy.add_tcp(&addr.to_string());
+    // Validated as header names by the auth config (and the defaults are constants).
+    let identity_headers = match (
+        http::HeaderName::from_bytes(userid.as_bytes()),
+        http::HeaderName::from_bytes(groups.as_bytes()),
+    ) {
+        (Ok(u), Ok(g)) => [u, g],
+        _ => {
+            tracing::error!(
+                userid,
+                groups,
+                "identity header names are not valid header names"
+            );
+            return crate::cli::EXIT_CONFIG;
+        }
+    };
+    let proxy_settings = ProxySettings {
+        connect_timeout: settings.upstream.connect_timeout,
+        request_timeout: settings.upstream.request_timeout,
+        upstream_idle_timeout: settings.upstream.idle_timeout,
+        keepalive_secs: settings.downstream.keepalive_timeout.as_secs().max(1),
+        max_body: settings.downstream.max_request_body_bytes,
+        scheme: "http",
+    };
+    // One proxy service per kind of listener (auth or not, TLS or not): each pingora service
+    // has one ProxyHttp value, and the hooks need to know both.
+    for (with_auth, tls) in [(true, false), (false, false), (true, true), (false, true)] {
+        let group: Vec<_> = settings
+            .listeners
+            .iter()
+            .filter(|l| (l.auth && authn.is_some()) == with_auth && l.tls.is_some() == tls)
+            .collect();
+        if group.is_empty() {
+            continue;
+        }
+        let gateway = Gateway {
+            live: live.clone(),
+            settings: ProxySettings {
+                scheme: if tls { "https" } else { "http" },
+                ..proxy_settings.clone()
+            },
+            authn: if with_auth { authn.clone() } else { None },
+            identity_headers: identity_headers.clone(),
+        };
+        let name = format!(
+            "modelgate{}{}",
+            if with_auth { "-auth" } else { "" },
+            if tls { "-tls" } else { "" }
+        );
+        let mut proxy = http_proxy_service_with_name(&server.configuration, gateway, &name);
+        for l in group {
+            match &l.tls {
+                None => proxy.add_tcp(&l.address.to_string()),
+                Some(store) => {
+                    let mut tls_settings = match TlsSettings::intermediate("", "") {
+                        Ok(t) => t,
+                        Err(e) => {
+                            tracing::error!(error = %e, "TLS settings");
+                            return 1;
+                        }
+                    };
+                    // The store was loaded and checked with the config; pingora panics on
+                    // unreadable files, so it never sees any.
+                    tls_settings.set_cert_resolver(store.clone());
+                    tls_settings.enable_h2();
+                    proxy.add_tls_with_settings(&l.address.to_string(), None, tls_settings);
+                }
+            }
+        }
+        server.add_service(proxy);
     }
-    let mut admin = Service::new("admin".into(), Admin { live: live.clone() });
+    let mut admin = Service::new(
+        "admin".into(),
+        Admin {
+            live: live.clone(),
+            authn: authn.clone(),
+        },
+    );
     admin.add_tcp(&settings.admin.to_string());
+    let extra_endpoints = authn
+        .as_ref()
+        .map(|a| a.provider_target.backends[0].endpoints.clone())
+        .unwrap_or_default();
     let reloader = Reloader::new(
         settings.route_dir.clone(),
         options,
         live,
         settings.upstream.resolve_interval,
+        extra_endpoints,
     );
-    server.add_service(proxy);
     server.add_service(admin);
     server.add_service(background_service(
         "routes",
         ReloadService(Arc::new(reloader)),
     ));
+    if let Some(a) = authn {
+        server.add_service(background_service("oidc", AuthnService(a)));
+    }
     tracing::info!(
-        listeners = ?settings.listeners,
+        listeners = ?settings.listeners.iter().map(|l| l.address).collect::<Vec<_>>(),
         admin = %settings.admin,
         routes = %settings.route_dir.display(),
         "modelgate starting"

@@ -24,6 +24,7 @@ fn one_revision(up: &str, extra: &str) -> (Vec<(&'static str, String)>, Options)
                 vec![format!("\"{up}\"")],
             )],
             extra: extra.into(),
+            ..Default::default()
         },
     )
 }
@@ -245,6 +246,7 @@ async fn upstream_timeouts() {
                 ),
             ],
             extra: "upstream: {request_timeout: 2s}\n".into(),
+            ..Default::default()
         },
     )
     .await;

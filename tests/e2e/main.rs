@@ -3,9 +3,11 @@
 
 mod support;
 
+mod auth;
 mod cli;
 mod failures;
 mod oidc_provider;
 mod quickstart;
 mod reload;
 mod routing;
+mod tls;

@@ -446,6 +446,7 @@ async fn json_access_log() {
         Options {
             endpoints: vec![ep("kserve-test", "sklearn-iris-predictor-00001", &up)],
             extra: "log: {format: json}\n".into(),
+            ..Default::default()
         },
     )
     .await;

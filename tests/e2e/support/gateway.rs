@@ -23,6 +23,13 @@ pub struct Options {
     pub endpoints: Vec<(String, Vec<String>)>,
     /// Extra top-level YAML appended to the config.
     pub extra: String,
+    /// A fixed proxy port (chosen with `free_port` first, when something else must know it
+    /// before the gateway starts, like an OIDC provider's redirect URI).
+    pub port: Option<u16>,
+    /// Files written next to the config (secrets), by name.
+    pub files: Vec<(String, String)>,
+    /// `extra` continues the `listeners:` list (more listeners) instead of adding top-level keys.
+    pub extra_listeners: bool,
 }
 
 impl Gateway {
@@ -35,17 +42,26 @@ impl Gateway {
         for (name, text) in manifests {
             std::fs::write(routes.join(name), text).unwrap();
         }
-        let (port, admin_port) = (free_port(), free_port());
-        let mut config = format!(
-            "listeners: [{{address: \"127.0.0.1:{port}\"}}]\nadmin: {{address: \"127.0.0.1:{admin_port}\"}}\nroutes: {{directory: routes}}\nshutdown: {{grace_period: 0s, drain_timeout: 1s}}\n"
-        );
+        let (port, admin_port) = (opts.port.unwrap_or_else(free_port), free_port());
+        for (name, text) in &opts.files {
+            std::fs::write(dir.path().join(name), text).unwrap();
+        }
+        let mut config = format!("listeners:\n  - address: \"127.0.0.1:{port}\"\n");
+        if opts.extra_listeners {
+            config.push_str(&opts.extra);
+        }
+        config.push_str(&format!(
+            "admin: {{address: \"127.0.0.1:{admin_port}\"}}\nroutes: {{directory: routes}}\nshutdown: {{grace_period: 0s, drain_timeout: 1s}}\n"
+        ));
         if !opts.endpoints.is_empty() {
             config.push_str("endpoints:\n");
             for (k, v) in &opts.endpoints {
                 config.push_str(&format!("  {k}: [{}]\n", v.join(", ")));
             }
         }
-        config.push_str(&opts.extra);
+        if !opts.extra_listeners {
+            config.push_str(&opts.extra);
+        }
         let config_path = dir.path().join("modelgate.yaml");
         std::fs::write(&config_path, config).unwrap();
         let log = std::fs::File::create(dir.path().join("gateway.log")).unwrap();
@@ -75,7 +91,13 @@ impl Gateway {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok(r) = self.client.get(self.admin_url("/readyz")).send().await {
-                if r.status() == 200 {
+                // pingora binds the proxy listener in its own service, possibly just after the
+                // routes are loaded: wait for it to accept too.
+                if r.status() == 200
+                    && tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+                        .await
+                        .is_ok()
+                {
                     return;
                 }
             }

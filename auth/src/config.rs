@@ -1,0 +1,1015 @@
+//! The `auth:` section of the gateway config: what an operator writes ([`AuthConfig`], YAML with
+//! serde defaults), and the validated form the gateway runs with ([`AuthSettings`], secrets read,
+//! names normalised). Validation reads the secrets itself (files relative to the config file,
+//! environment through a closure so tests need no process environment) and reports every error
+//! at once as `origin: auth.field: message`.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::headers::safe_header_value;
+use crate::paths;
+
+/// A secret read from a file or an environment variable; never printed (Debug/Display say
+/// "[redacted]").
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+
+    /// The secret itself: for the HMAC/AEAD key or the token request, never for a log line.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// Where a secret comes from: YAML `{file: /path}` (relative paths are relative to the config
+/// file) or `{env: NAME}`, exactly one of the two. Secrets never sit in the config file itself,
+/// so the config can be a ConfigMap and the secret a mounted Secret.
+///
+/// A struct rather than an enum because serde_yaml 0.9 reads enums only from `!file` tags, not
+/// from the `{file: ...}` maps operators write.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretSource {
+    #[serde(default)]
+    pub file: Option<PathBuf>,
+    #[serde(default)]
+    pub env: Option<String>,
+}
+
+impl SecretSource {
+    pub fn file(path: impl Into<PathBuf>) -> Self {
+        SecretSource {
+            file: Some(path.into()),
+            env: None,
+        }
+    }
+
+    pub fn env(name: impl Into<String>) -> Self {
+        SecretSource {
+            file: None,
+            env: Some(name.into()),
+        }
+    }
+}
+
+/// Cookie secrets shorter than this are refused: `cookie::Key::derive_from` needs 32 bytes of
+/// key material, and so does AES-256.
+pub const MIN_COOKIE_SECRET_LEN: usize = 32;
+
+/// Browsers cap Max-Age at 400 days (RFC 6265bis), so a longer lifetime would silently shrink.
+const MAX_SESSION_LIFETIME: Duration = Duration::from_secs(400 * 24 * 3600);
+
+/// Clock skew tolerated on `exp`/`iat`/`nbf`; more than this hides a broken clock.
+const MAX_LEEWAY: Duration = Duration::from_secs(300);
+
+/// Headers the gateway relies on for other purposes; using one as an identity header would let
+/// the strip-then-set logic destroy it.
+const RESERVED_HEADERS: &[&str] = &[
+    "authorization",
+    "cookie",
+    "set-cookie",
+    "host",
+    "content-length",
+    "content-type",
+    "transfer-encoding",
+    "connection",
+    "accept",
+];
+
+fn default_scopes() -> Vec<String> {
+    ["openid", "profile", "email", "groups"]
+        .map(String::from)
+        .to_vec()
+}
+fn default_redirect_path() -> String {
+    "/authservice/oidc/callback".into()
+}
+fn default_logout_path() -> String {
+    "/authservice/logout".into()
+}
+fn default_cookie_name() -> String {
+    "authservice_session".into()
+}
+fn default_session_lifetime() -> Duration {
+    Duration::from_secs(24 * 3600)
+}
+fn default_userid_header() -> String {
+    "kubeflow-userid".into()
+}
+fn default_userid_claim() -> String {
+    "email".into()
+}
+fn default_groups_header() -> String {
+    "kubeflow-groups".into()
+}
+fn default_groups_claim() -> String {
+    "groups".into()
+}
+fn default_jwks_refresh() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_leeway() -> Duration {
+    Duration::from_secs(30)
+}
+
+/// The `auth:` section as written. Every key but `issuer`, `client_id`, `client_secret` and
+/// `cookie_secrets` has a default matching oidc-authservice's Kubeflow deployment.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// e.g. `http://dex.auth.svc.cluster.local:5556/dex`. Empty is reported by `validate`.
+    #[serde(default)]
+    pub issuer: String,
+    /// Public URL for browsers; may be relative (Kubeflow uses `/dex/auth`).
+    #[serde(default)]
+    pub authorization_url: Option<String>,
+    #[serde(default)]
+    pub client_id: String,
+    pub client_secret: SecretSource,
+    /// The first seals, all open (rotation); each at least 32 bytes.
+    #[serde(default)]
+    pub cookie_secrets: Vec<SecretSource>,
+    #[serde(default = "default_scopes")]
+    pub scopes: Vec<String>,
+    #[serde(default = "default_redirect_path")]
+    pub redirect_path: String,
+    #[serde(default = "default_logout_path")]
+    pub logout_path: String,
+    #[serde(default = "default_cookie_name")]
+    pub cookie_name: String,
+    #[serde(with = "humantime_serde", default = "default_session_lifetime")]
+    pub session_lifetime: Duration,
+    /// None: Secure when the request came over TLS.
+    #[serde(default)]
+    pub secure_cookies: Option<bool>,
+    #[serde(default)]
+    pub skip_paths: Vec<String>,
+    #[serde(default = "default_userid_header")]
+    pub userid_header: String,
+    #[serde(default)]
+    pub userid_prefix: String,
+    #[serde(default = "default_userid_claim")]
+    pub userid_claim: String,
+    #[serde(default = "default_groups_header")]
+    pub groups_header: String,
+    #[serde(default = "default_groups_claim")]
+    pub groups_claim: String,
+    #[serde(default)]
+    pub extra_audiences: Vec<String>,
+    /// Per namespace (and optionally per InferenceService).
+    #[serde(default)]
+    pub policies: Vec<PolicyConfig>,
+    #[serde(with = "humantime_serde", default = "default_jwks_refresh")]
+    pub jwks_refresh: Duration,
+    #[serde(with = "humantime_serde", default = "default_leeway")]
+    pub leeway: Duration,
+}
+
+/// Who may call the InferenceServices of one namespace (or one InferenceService).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    pub namespace: String,
+    #[serde(default)]
+    pub isvc: Option<String>,
+    #[serde(default)]
+    pub disabled: bool,
+    #[serde(default)]
+    pub users: Vec<String>,
+    #[serde(default)]
+    pub groups: Vec<String>,
+}
+
+/// One validated policy. Empty `users` and `groups` mean every authenticated user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    pub namespace: String,
+    pub isvc: Option<String>,
+    pub disabled: bool,
+    pub users: Vec<String>,
+    pub groups: Vec<String>,
+}
+
+/// The validated `auth:` section the gateway runs with.
+#[derive(Debug, Clone)]
+pub struct AuthSettings {
+    /// No trailing slash.
+    pub issuer: String,
+    /// Path part of the issuer, e.g. "/dex"; "" when the issuer is at the root, in which case
+    /// nothing is proxied to the provider (see [`AuthSettings::is_provider_path`]).
+    pub issuer_path: String,
+    /// Where the gateway sends `{issuer_path}/` traffic. An IPv6 host keeps its brackets, so
+    /// `format!("{issuer_host}:{issuer_port}")` is an address.
+    pub issuer_host: String,
+    pub issuer_port: u16,
+    pub issuer_tls: bool,
+    pub authorization_url: Option<String>,
+    pub client_id: String,
+    pub client_secret: Secret,
+    pub cookie_secrets: Vec<Secret>,
+    /// Always contains "openid" (added first when the config left it out, as oidc-authservice does).
+    pub scopes: Vec<String>,
+    pub redirect_path: String,
+    pub logout_path: String,
+    pub cookie_name: String,
+    pub session_lifetime: Duration,
+    pub secure_cookies: Option<bool>,
+    /// Normalised by [`paths::normalize`], without a trailing slash.
+    pub skip_paths: Vec<String>,
+    /// Lower-case.
+    pub userid_header: String,
+    pub userid_prefix: String,
+    pub userid_claim: String,
+    /// Lower-case.
+    pub groups_header: String,
+    pub groups_claim: String,
+    /// client_id first, then extra_audiences (duplicates dropped).
+    pub audiences: Vec<String>,
+    pub policies: Vec<Policy>,
+    pub jwks_refresh: Duration,
+    pub leeway: Duration,
+}
+
+impl AuthSettings {
+    /// The most specific policy (isvc over namespace) for a route, if any.
+    pub fn policy(&self, namespace: &str, isvc: &str) -> Option<&Policy> {
+        let in_ns = |p: &&Policy| p.namespace == namespace;
+        self.policies
+            .iter()
+            .filter(in_ns)
+            .find(|p| p.isvc.as_deref() == Some(isvc))
+            .or_else(|| {
+                self.policies
+                    .iter()
+                    .filter(in_ns)
+                    .find(|p| p.isvc.is_none())
+            })
+    }
+
+    /// True when a normalised request path belongs to the provider (`{issuer_path}` or below),
+    /// which the gateway proxies to the issuer without auth. Always false for an issuer at the
+    /// root: proxying every path to it would switch auth off.
+    pub fn is_provider_path(&self, normalized_path: &str) -> bool {
+        !self.issuer_path.is_empty()
+            && (normalized_path == self.issuer_path
+                || normalized_path
+                    .strip_prefix(self.issuer_path.as_str())
+                    .is_some_and(|rest| rest.starts_with('/')))
+    }
+
+    /// Whether cookies get `Secure`: the configured value, else whether the request came over TLS.
+    pub fn secure_for(&self, request_tls: bool) -> bool {
+        self.secure_cookies.unwrap_or(request_tls)
+    }
+}
+
+/// Reads a secret; trailing newlines are dropped because `echo secret > file` and most
+/// Kubernetes Secret tooling add one.
+fn read_secret(
+    src: &SecretSource,
+    base: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Secret, String> {
+    let raw = match (&src.file, &src.env) {
+        (Some(p), None) => {
+            let path = if p.is_absolute() {
+                p.clone()
+            } else {
+                base.join(p)
+            };
+            std::fs::read_to_string(&path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?
+        }
+        (None, Some(name)) => {
+            env(name).ok_or_else(|| format!("environment variable {name} is not set"))?
+        }
+        _ => return Err("set exactly one of `file` or `env`".into()),
+    };
+    let value = raw.trim_end_matches(['\n', '\r']).to_owned();
+    if value.is_empty() {
+        return Err("secret is empty".into());
+    }
+    Ok(Secret(value))
+}
+
+/// RFC 7230 `token`: what a header name or a cookie name may be made of.
+fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// A path the gateway serves itself: absolute, already normal, no query.
+fn check_own_path(p: &str) -> Result<(), String> {
+    if !p.starts_with('/') {
+        return Err(format!("{p:?} must start with '/'"));
+    }
+    if p == "/" {
+        return Err("must not be \"/\"".into());
+    }
+    match paths::normalize(p) {
+        Some(n) if n == p => Ok(()),
+        _ => Err(format!(
+            "{p:?} is not a normalised path (no query, '%', '.', '..', '//' or control characters)"
+        )),
+    }
+}
+
+fn check_duration(d: Duration, min: Duration, max: Duration) -> Result<(), String> {
+    if d < min || d > max {
+        return Err(format!(
+            "{} is not between {} and {}",
+            humantime_serde::re::humantime::format_duration(d),
+            humantime_serde::re::humantime::format_duration(min),
+            humantime_serde::re::humantime::format_duration(max)
+        ));
+    }
+    Ok(())
+}
+
+impl AuthConfig {
+    /// Validates every field, reads the secrets (files relative to `base`; env through `env`),
+    /// collects ALL errors as "origin: auth.field: message".
+    pub fn validate(
+        self,
+        origin: &str,
+        base: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<AuthSettings, Vec<String>> {
+        let mut errors = Vec::new();
+        let mut err =
+            |field: &str, msg: String| errors.push(format!("{origin}: auth.{field}: {msg}"));
+
+        // issuer
+        let issuer = self.issuer.trim_end_matches('/').to_owned();
+        let (mut issuer_path, mut issuer_host, mut issuer_port, mut issuer_tls) =
+            (String::new(), String::new(), 0, false);
+        if issuer.is_empty() {
+            err("issuer", "is required".into());
+        } else {
+            match url::Url::parse(&issuer) {
+                Err(e) => err("issuer", format!("{issuer:?} is not a URL: {e}")),
+                Ok(u) if !matches!(u.scheme(), "http" | "https") => {
+                    err("issuer", format!("{issuer:?} must be http or https"))
+                }
+                Ok(u) if u.query().is_some() || u.fragment().is_some() => err(
+                    "issuer",
+                    format!("{issuer:?} must not have a query or fragment"),
+                ),
+                Ok(u) if !u.username().is_empty() || u.password().is_some() => {
+                    err("issuer", format!("{issuer:?} must not carry credentials"))
+                }
+                Ok(u) => {
+                    issuer_tls = u.scheme() == "https";
+                    issuer_host = u.host_str().unwrap_or_default().to_owned();
+                    issuer_port = u.port_or_known_default().unwrap_or(80);
+                    issuer_path = u.path().trim_end_matches('/').to_owned();
+                    if issuer_host.is_empty() {
+                        err("issuer", format!("{issuer:?} has no host"));
+                    }
+                }
+            }
+        }
+
+        // authorization_url
+        if let Some(a) = &self.authorization_url {
+            let ok = if a.starts_with('/') {
+                !a.starts_with("//")
+                    && !a.contains('\\')
+                    && safe_header_value(a)
+                    && !a.contains(' ')
+            } else {
+                url::Url::parse(a)
+                    .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
+            };
+            if !ok {
+                err(
+                    "authorization_url",
+                    format!("{a:?} must be an http(s) URL or a path starting with '/'"),
+                );
+            }
+        }
+
+        // client
+        if self.client_id.is_empty() {
+            err("client_id", "is required".into());
+        } else if !safe_header_value(&self.client_id) || self.client_id.contains(' ') {
+            err(
+                "client_id",
+                "must not contain spaces or control characters".into(),
+            );
+        }
+        let client_secret = read_secret(&self.client_secret, base, env)
+            .map_err(|e| err("client_secret", e))
+            .ok();
+
+        // cookie secrets
+        let mut cookie_secrets = Vec::new();
+        if self.cookie_secrets.is_empty() {
+            err(
+                "cookie_secrets",
+                format!("at least one secret of {MIN_COOKIE_SECRET_LEN}+ bytes is required"),
+            );
+        }
+        for (i, src) in self.cookie_secrets.iter().enumerate() {
+            let field = format!("cookie_secrets[{i}]");
+            match read_secret(src, base, env) {
+                Err(e) => err(&field, e),
+                Ok(s) if s.0.len() < MIN_COOKIE_SECRET_LEN => err(
+                    &field,
+                    format!(
+                        "is {} bytes; at least {MIN_COOKIE_SECRET_LEN} are required (e.g. `openssl rand -base64 32`)",
+                        s.0.len()
+                    ),
+                ),
+                Ok(s) => cookie_secrets.push(s),
+            }
+        }
+
+        // scopes
+        let mut scopes = Vec::new();
+        for (i, s) in self.scopes.iter().enumerate() {
+            if !is_token(s) || s.contains('"') {
+                err(
+                    &format!("scopes[{i}]"),
+                    format!("{s:?} is not a valid scope"),
+                );
+            } else if !scopes.contains(s) {
+                scopes.push(s.clone());
+            }
+        }
+        if !scopes.iter().any(|s| s == "openid") {
+            scopes.insert(0, "openid".into());
+        }
+
+        // paths the gateway serves
+        for (field, p) in [
+            ("redirect_path", &self.redirect_path),
+            ("logout_path", &self.logout_path),
+        ] {
+            if let Err(e) = check_own_path(p) {
+                err(field, e);
+            }
+        }
+        if self.redirect_path == self.logout_path {
+            err("logout_path", "must differ from redirect_path".into());
+        }
+
+        // cookie
+        if !is_token(&self.cookie_name) || self.cookie_name.len() > 64 {
+            err(
+                "cookie_name",
+                format!(
+                    "{:?} is not a valid cookie name (1-64 token characters)",
+                    self.cookie_name
+                ),
+            );
+        }
+        if let Err(e) = check_duration(
+            self.session_lifetime,
+            Duration::from_secs(60),
+            MAX_SESSION_LIFETIME,
+        ) {
+            err("session_lifetime", e);
+        }
+
+        // skip paths
+        let mut skip_paths = Vec::new();
+        for (i, p) in self.skip_paths.iter().enumerate() {
+            let field = format!("skip_paths[{i}]");
+            match paths::normalize(p) {
+                None => err(&field, format!("{p:?} is not an absolute path")),
+                Some(n) if n == "/" => err(
+                    &field,
+                    "\"/\" would skip auth everywhere; use a policy with disabled: true".into(),
+                ),
+                Some(n) => {
+                    let n = n.trim_end_matches('/').to_owned();
+                    if !skip_paths.contains(&n) {
+                        skip_paths.push(n);
+                    }
+                }
+            }
+        }
+
+        // identity headers and claims
+        let userid_header = self.userid_header.to_ascii_lowercase();
+        let groups_header = self.groups_header.to_ascii_lowercase();
+        for (field, h) in [
+            ("userid_header", &userid_header),
+            ("groups_header", &groups_header),
+        ] {
+            if !is_token(h) {
+                err(field, format!("{h:?} is not a valid header name"));
+            } else if RESERVED_HEADERS.contains(&h.as_str()) {
+                err(field, format!("{h:?} is reserved"));
+            }
+        }
+        if crate::headers::is_identity_header(&groups_header, &[&userid_header]) {
+            err("groups_header", "must differ from userid_header".into());
+        }
+        // A trailing space is fine (the user id follows); a leading one would be trimmed away.
+        if !safe_header_value(self.userid_prefix.trim_end_matches(' ')) {
+            err(
+                "userid_prefix",
+                "must not contain control characters or start with a space".into(),
+            );
+        }
+        for (field, c) in [
+            ("userid_claim", &self.userid_claim),
+            ("groups_claim", &self.groups_claim),
+        ] {
+            if c.is_empty() {
+                err(field, "must not be empty".into());
+            }
+        }
+
+        // audiences
+        let mut audiences = vec![self.client_id.clone()];
+        for (i, a) in self.extra_audiences.iter().enumerate() {
+            if a.is_empty() {
+                err(&format!("extra_audiences[{i}]"), "must not be empty".into());
+            } else if !audiences.contains(a) {
+                audiences.push(a.clone());
+            }
+        }
+
+        // policies
+        let mut policies: Vec<Policy> = Vec::new();
+        for (i, p) in self.policies.into_iter().enumerate() {
+            let field = |f: &str| format!("policies[{i}].{f}");
+            if p.namespace.is_empty() {
+                err(&field("namespace"), "must not be empty".into());
+            }
+            if p.isvc.as_deref() == Some("") {
+                err(
+                    &field("isvc"),
+                    "must not be empty (leave it out for the whole namespace)".into(),
+                );
+            }
+            for (j, u) in p.users.iter().enumerate() {
+                if u.trim().is_empty() {
+                    err(&field(&format!("users[{j}]")), "must not be empty".into());
+                }
+            }
+            for (j, g) in p.groups.iter().enumerate() {
+                if g.trim().is_empty() {
+                    err(&field(&format!("groups[{j}]")), "must not be empty".into());
+                }
+            }
+            if p.disabled && !(p.users.is_empty() && p.groups.is_empty()) {
+                err(
+                    &field("disabled"),
+                    "a disabled policy cannot also list users or groups".into(),
+                );
+            }
+            if policies
+                .iter()
+                .any(|q| q.namespace == p.namespace && q.isvc == p.isvc)
+            {
+                let target = match &p.isvc {
+                    Some(s) => format!("{}/{s}", p.namespace),
+                    None => p.namespace.clone(),
+                };
+                err(
+                    &field("namespace"),
+                    format!("a policy for {target} is already defined"),
+                );
+            }
+            policies.push(Policy {
+                namespace: p.namespace,
+                isvc: p.isvc,
+                disabled: p.disabled,
+                users: p.users,
+                groups: p.groups,
+            });
+        }
+
+        if let Err(e) = check_duration(
+            self.jwks_refresh,
+            Duration::from_secs(10),
+            Duration::from_secs(24 * 3600),
+        ) {
+            err("jwks_refresh", e);
+        }
+        if let Err(e) = check_duration(self.leeway, Duration::ZERO, MAX_LEEWAY) {
+            err("leeway", e);
+        }
+
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        Ok(AuthSettings {
+            issuer,
+            issuer_path,
+            issuer_host,
+            issuer_port,
+            issuer_tls,
+            authorization_url: self.authorization_url,
+            client_id: self.client_id,
+            client_secret: client_secret.unwrap_or_else(|| Secret::new("")),
+            cookie_secrets,
+            scopes,
+            redirect_path: self.redirect_path,
+            logout_path: self.logout_path,
+            cookie_name: self.cookie_name,
+            session_lifetime: self.session_lifetime,
+            secure_cookies: self.secure_cookies,
+            skip_paths,
+            userid_header,
+            userid_prefix: self.userid_prefix,
+            userid_claim: self.userid_claim,
+            groups_header,
+            groups_claim: self.groups_claim,
+            audiences,
+            policies,
+            jwks_refresh: self.jwks_refresh,
+            leeway: self.leeway,
+        })
+    }
+}
+
+/// Settings for the other modules' tests: Kubeflow defaults, secrets from a fake environment.
+#[cfg(test)]
+pub(crate) fn test_settings(extra: serde_json::Value) -> AuthSettings {
+    let mut cfg = serde_json::json!({
+        "issuer": "http://dex.auth.svc.cluster.local:5556/dex",
+        "client_id": "kubeflow-oidc-authservice",
+        "client_secret": {"env": "CLIENT_SECRET"},
+        "cookie_secrets": [{"env": "COOKIE_SECRET"}],
+    });
+    if let (Some(obj), serde_json::Value::Object(more)) = (cfg.as_object_mut(), extra) {
+        obj.extend(more);
+    }
+    let cfg: AuthConfig = serde_json::from_value(cfg).unwrap();
+    let env = |name: &str| match name {
+        "CLIENT_SECRET" => Some("pUBnBOY80SnXgjibTYM9ZWNzY2xreNGQok".to_owned()),
+        "COOKIE_SECRET" => Some("0123456789abcdef0123456789abcdef".to_owned()),
+        _ => None,
+    };
+    cfg.validate("test.yaml", Path::new("/nonexistent"), &env)
+        .unwrap()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const COOKIE: &str = "0123456789abcdef0123456789abcdef";
+
+    fn env(name: &str) -> Option<String> {
+        match name {
+            "CLIENT_SECRET" => Some("client-secret\n".into()),
+            "COOKIE_SECRET" => Some(COOKIE.into()),
+            "OLD_COOKIE_SECRET" => Some(format!("{COOKIE}-old")),
+            "SHORT" => Some("short".into()),
+            _ => None,
+        }
+    }
+
+    fn minimal() -> serde_json::Value {
+        json!({
+            "issuer": "http://dex.auth.svc.cluster.local:5556/dex/",
+            "client_id": "kubeflow-oidc-authservice",
+            "client_secret": {"env": "CLIENT_SECRET"},
+            "cookie_secrets": [{"env": "COOKIE_SECRET"}],
+        })
+    }
+
+    fn validate(v: serde_json::Value) -> Result<AuthSettings, Vec<String>> {
+        let cfg: AuthConfig = serde_json::from_value(v).unwrap();
+        cfg.validate("gw.yaml", Path::new("/etc/modelgate"), &env)
+    }
+
+    fn with(extra: serde_json::Value) -> serde_json::Value {
+        let mut v = minimal();
+        v.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        v
+    }
+
+    /// Omitted keys take oidc-authservice's Kubeflow defaults; the issuer is split for proxying.
+    #[test]
+    fn defaults() {
+        let s = validate(minimal()).unwrap();
+        assert_eq!(s.issuer, "http://dex.auth.svc.cluster.local:5556/dex");
+        assert_eq!(s.issuer_path, "/dex");
+        assert_eq!(
+            (s.issuer_host.as_str(), s.issuer_port, s.issuer_tls),
+            ("dex.auth.svc.cluster.local", 5556, false)
+        );
+        assert_eq!(s.authorization_url, None);
+        assert_eq!(
+            s.client_secret.expose(),
+            "client-secret",
+            "trailing newline dropped"
+        );
+        assert_eq!(s.cookie_secrets, vec![Secret::new(COOKIE)]);
+        assert_eq!(s.scopes, ["openid", "profile", "email", "groups"]);
+        assert_eq!(s.redirect_path, "/authservice/oidc/callback");
+        assert_eq!(s.logout_path, "/authservice/logout");
+        assert_eq!(s.cookie_name, "authservice_session");
+        assert_eq!(s.session_lifetime, Duration::from_secs(86400));
+        assert_eq!(s.secure_cookies, None);
+        assert!(s.skip_paths.is_empty());
+        assert_eq!(s.userid_header, "kubeflow-userid");
+        assert_eq!(s.userid_prefix, "");
+        assert_eq!(s.userid_claim, "email");
+        assert_eq!(s.groups_header, "kubeflow-groups");
+        assert_eq!(s.groups_claim, "groups");
+        assert_eq!(s.audiences, ["kubeflow-oidc-authservice"]);
+        assert!(s.policies.is_empty());
+        assert_eq!(s.jwks_refresh, Duration::from_secs(300));
+        assert_eq!(s.leeway, Duration::from_secs(30));
+    }
+
+    /// Every key can be set; durations are humantime, headers are lower-cased, skip paths
+    /// normalised, audiences start with the client id, and "openid" is added when left out.
+    #[test]
+    fn everything_set() {
+        let s = validate(with(json!({
+            "issuer": "https://idp.example.com",
+            "authorization_url": "/dex/auth",
+            "scopes": ["email", "groups"],
+            "redirect_path": "/oauth/cb",
+            "logout_path": "/oauth/logout",
+            "cookie_name": "kf_session",
+            "session_lifetime": "8h",
+            "secure_cookies": true,
+            "skip_paths": ["/healthz/", "/static//x/../y", "/healthz"],
+            "userid_header": "X-Auth-User",
+            "userid_prefix": "oidc: ",
+            "userid_claim": "sub",
+            "groups_header": "X-Auth-Groups",
+            "groups_claim": "roles",
+            "extra_audiences": ["kserve", "kubeflow-oidc-authservice"],
+            "policies": [{"namespace": "a", "isvc": "m", "users": ["u@x"], "groups": ["g"]}],
+            "jwks_refresh": "1m",
+            "leeway": "0s",
+        })))
+        .unwrap();
+        assert_eq!(
+            (s.issuer_path.as_str(), s.issuer_port, s.issuer_tls),
+            ("", 443, true)
+        );
+        assert_eq!(s.scopes, ["openid", "email", "groups"]);
+        assert_eq!(s.session_lifetime, Duration::from_secs(8 * 3600));
+        assert_eq!(s.skip_paths, ["/healthz", "/static/y"]);
+        assert_eq!(
+            (s.userid_header.as_str(), s.groups_header.as_str()),
+            ("x-auth-user", "x-auth-groups")
+        );
+        assert_eq!(s.audiences, ["kubeflow-oidc-authservice", "kserve"]);
+        assert_eq!(s.jwks_refresh, Duration::from_secs(60));
+        assert_eq!(s.leeway, Duration::ZERO);
+        assert_eq!(
+            s.policies,
+            [Policy {
+                namespace: "a".into(),
+                isvc: Some("m".into()),
+                disabled: false,
+                users: vec!["u@x".into()],
+                groups: vec!["g".into()]
+            }]
+        );
+    }
+
+    /// Every invalid field is reported, all at once, each as "origin: auth.field: message".
+    #[test]
+    fn every_error_listed_with_its_field() {
+        let errors = validate(json!({
+            "issuer": "ftp://dex",
+            "authorization_url": "//evil/auth",
+            "client_id": "",
+            "client_secret": {"env": "MISSING"},
+            "cookie_secrets": [{"env": "SHORT"}, {"file": "does-not-exist"}],
+            "scopes": ["openid", "bad scope"],
+            "redirect_path": "oidc/callback",
+            "logout_path": "/a/../logout",
+            "cookie_name": "bad;name",
+            "session_lifetime": "1s",
+            "skip_paths": ["healthz", "/"],
+            "userid_header": "bad header",
+            "userid_prefix": "\n",
+            "userid_claim": "",
+            "groups_header": "Cookie",
+            "groups_claim": "",
+            "extra_audiences": [""],
+            "policies": [
+                {"namespace": "", "isvc": ""},
+                {"namespace": "a", "disabled": true, "users": ["u"], "groups": [" "]},
+                {"namespace": "a", "users": [""]},
+            ],
+            "jwks_refresh": "1s",
+            "leeway": "1h",
+        }))
+        .unwrap_err();
+        let fields: Vec<&str> = errors
+            .iter()
+            .map(|e| {
+                e.strip_prefix("gw.yaml: auth.")
+                    .unwrap()
+                    .split(':')
+                    .next()
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                "issuer",
+                "authorization_url",
+                "client_id",
+                "client_secret",
+                "cookie_secrets[0]",
+                "cookie_secrets[1]",
+                "scopes[1]",
+                "redirect_path",
+                "logout_path",
+                "cookie_name",
+                "session_lifetime",
+                "skip_paths[0]",
+                "skip_paths[1]",
+                "userid_header",
+                "groups_header",
+                "userid_prefix",
+                "userid_claim",
+                "groups_claim",
+                "extra_audiences[0]",
+                "policies[0].namespace",
+                "policies[0].isvc",
+                "policies[1].groups[0]",
+                "policies[1].disabled",
+                "policies[2].users[0]",
+                "policies[2].namespace",
+                "jwks_refresh",
+                "leeway",
+            ],
+            "{errors:#?}"
+        );
+        assert!(errors
+            .iter()
+            .any(|e| e.contains("environment variable MISSING is not set")));
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.contains("/etc/modelgate/does-not-exist")),
+            "relative to base"
+        );
+    }
+
+    /// Required keys left out are reported by validate, not as a parse error.
+    #[test]
+    fn required_keys() {
+        let errors = validate(json!({"client_secret": {"env": "CLIENT_SECRET"}})).unwrap_err();
+        assert_eq!(
+            errors,
+            [
+                "gw.yaml: auth.issuer: is required",
+                "gw.yaml: auth.client_id: is required",
+                "gw.yaml: auth.cookie_secrets: at least one secret of 32+ bytes is required",
+            ]
+        );
+    }
+
+    /// A cookie secret shorter than 32 bytes is refused, naming its length.
+    #[test]
+    fn short_cookie_secret_rejected() {
+        let errors = validate(with(
+            json!({"cookie_secrets": [{"env": "COOKIE_SECRET"}, {"env": "SHORT"}]}),
+        ))
+        .unwrap_err();
+        assert_eq!(errors.len(), 1);
+        assert!(
+            errors[0].starts_with("gw.yaml: auth.cookie_secrets[1]: is 5 bytes; at least 32"),
+            "{errors:?}"
+        );
+    }
+
+    /// Secrets are read from files (relative to the config's directory, trailing newline
+    /// dropped) and from the environment, in order, for rotation.
+    #[test]
+    fn secrets_from_file_and_env() {
+        let dir = std::env::temp_dir().join(format!("modelgate-auth-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("cookie"), format!("{COOKIE}-from-file\r\n")).unwrap();
+        std::fs::write(dir.join("client"), "file-client-secret").unwrap();
+        let cfg: AuthConfig = serde_json::from_value(with(json!({
+            "client_secret": {"file": "client"},
+            "cookie_secrets": [{"file": "cookie"}, {"env": "OLD_COOKIE_SECRET"}, {"file": dir.join("cookie")}],
+        })))
+        .unwrap();
+        let s = cfg.validate("gw.yaml", &dir, &env).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(s.client_secret.expose(), "file-client-secret");
+        let secrets: Vec<&str> = s.cookie_secrets.iter().map(Secret::expose).collect();
+        let from_file = format!("{COOKIE}-from-file");
+        let old = format!("{COOKIE}-old");
+        assert_eq!(
+            secrets,
+            [from_file.as_str(), old.as_str(), from_file.as_str()]
+        );
+    }
+
+    /// Secrets never appear in Debug or Display output, nor in the settings' Debug.
+    #[test]
+    fn secret_never_in_debug_output() {
+        let s = validate(minimal()).unwrap();
+        let debug = format!("{s:?} {s:#?} {} {}", s.client_secret, s.cookie_secrets[0]);
+        assert!(!debug.contains("client-secret"));
+        assert!(!debug.contains(COOKIE));
+        assert!(debug.contains("[redacted]"));
+        assert_eq!(format!("{:?}", Secret::new("x")), "[redacted]");
+    }
+
+    /// Unknown keys are refused, in the section and in a secret source.
+    #[test]
+    fn unknown_keys_refused() {
+        assert!(
+            serde_json::from_value::<AuthConfig>(with(json!({"cookie_secure": true}))).is_err()
+        );
+        assert!(serde_json::from_value::<AuthConfig>(with(
+            json!({"client_secret": {"vault": "x"}})
+        ))
+        .is_err());
+        assert!(
+            serde_json::from_value::<PolicyConfig>(json!({"namespace": "a", "user": ["x"]}))
+                .is_err()
+        );
+    }
+
+    /// The isvc policy wins over the namespace policy; other namespaces have none.
+    #[test]
+    fn most_specific_policy() {
+        let s = validate(with(json!({"policies": [
+            {"namespace": "a", "isvc": "m", "users": ["x"]},
+            {"namespace": "a", "groups": ["g"]},
+            {"namespace": "b", "isvc": "m", "disabled": true},
+        ]})))
+        .unwrap();
+        assert_eq!(s.policy("a", "m").unwrap().users, ["x"]);
+        assert_eq!(s.policy("a", "other").unwrap().groups, ["g"]);
+        assert!(s.policy("b", "m").unwrap().disabled);
+        assert_eq!(s.policy("b", "other"), None);
+        assert_eq!(s.policy("c", "m"), None);
+    }
+
+    /// Only paths under the issuer's path go to the provider, and nothing when it is at the root.
+    #[test]
+    fn provider_paths() {
+        let s = validate(minimal()).unwrap();
+        assert!(s.is_provider_path("/dex"));
+        assert!(s.is_provider_path("/dex/auth"));
+        assert!(!s.is_provider_path("/dexter"));
+        assert!(!s.is_provider_path("/"));
+        let root = validate(with(json!({"issuer": "https://idp.example.com/"}))).unwrap();
+        assert_eq!(root.issuer, "https://idp.example.com");
+        assert!(!root.is_provider_path("/"));
+        assert!(!root.is_provider_path("/auth"));
+    }
+
+    /// Cookies are Secure as configured, else when the request came over TLS.
+    #[test]
+    fn secure_for() {
+        let auto = validate(minimal()).unwrap();
+        assert!(auto.secure_for(true) && !auto.secure_for(false));
+        let forced = validate(with(json!({"secure_cookies": true}))).unwrap();
+        assert!(forced.secure_for(false));
+        let off = validate(with(json!({"secure_cookies": false}))).unwrap();
+        assert!(!off.secure_for(true));
+    }
+
+    /// A secret source must name exactly one of file and env.
+    #[test]
+    fn secret_source_needs_exactly_one() {
+        for src in [json!({}), json!({"file": "/x", "env": "CLIENT_SECRET"})] {
+            let errors = validate(with(json!({ "client_secret": src }))).unwrap_err();
+            assert_eq!(
+                errors,
+                ["gw.yaml: auth.client_secret: set exactly one of `file` or `env`"]
+            );
+        }
+    }
+}

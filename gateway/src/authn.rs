@@ -1,0 +1,360 @@
+//! Authentication in the request path, the way Kubeflow's authservice does it in front of Dex:
+//! this module holds the live provider state (discovery, keys) and turns the pure decisions of
+//! the `auth` crate into what the proxy hooks need. No HTTP response is written here.
+
+use arc_swap::ArcSwapOption;
+use auth::config::AuthSettings;
+use auth::decide::{decide, AuthDecision, RequestInfo};
+use auth::flow::{self, LoginStart};
+use auth::jwt::{KeyCache, VerifyParams};
+use auth::provider::{self, ProviderMetadata};
+use auth::session::{self, Identity, Session, SessionCodec};
+use pingora::server::ShutdownWatch;
+use routes::{Backend, Endpoint, Target};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Seconds since the Unix epoch: the clock the pure auth code is given.
+pub fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// 64 bytes from the operating system's CSPRNG, for state, nonce and PKCE.
+fn random64() -> [u8; 64] {
+    let mut b = [0u8; 64];
+    // The OS RNG failing is not recoverable; refusing to log in beats a predictable state.
+    getrandom::fill(&mut b).expect("operating system random number generator");
+    b
+}
+
+/// How long an unknown `kid` waits before it may trigger another JWKS fetch.
+const MIN_REFETCH: Duration = Duration::from_secs(10);
+
+pub struct Authn {
+    pub settings: AuthSettings,
+    codec: SessionCodec,
+    http: reqwest::Client,
+    meta: ArcSwapOption<ProviderMetadata>,
+    keys: KeyCache,
+    params: VerifyParams,
+    /// The provider as an upstream, for `{issuer_path}/` requests (the Dex login pages).
+    pub provider_target: Arc<Target>,
+}
+
+impl std::fmt::Debug for Authn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authn")
+            .field("issuer", &self.settings.issuer)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Authn {
+    pub fn new(settings: AuthSettings) -> Self {
+        let codec = SessionCodec::new(&settings.cookie_secrets);
+        let params = VerifyParams {
+            issuer: settings.issuer.clone(),
+            audiences: settings.audiences.clone(),
+            leeway_secs: settings.leeway.as_secs(),
+            userid_claim: settings.userid_claim.clone(),
+            userid_prefix: String::new(),
+            groups_claim: settings.groups_claim.clone(),
+        };
+        let host = settings
+            .issuer_host
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        let endpoint = Endpoint {
+            host: host.to_string(),
+            port: settings.issuer_port,
+        };
+        let provider_target = Arc::new(Target {
+            component: "oidc-provider".into(),
+            upstream_host: format!("{}:{}", settings.issuer_host, settings.issuer_port),
+            timeout_secs: Some(30),
+            backends: vec![Backend {
+                revision: "oidc-provider".into(),
+                weight: 100,
+                endpoints: vec![endpoint],
+                knative: false,
+            }],
+        });
+        Authn {
+            codec,
+            http: provider::http_client(),
+            meta: ArcSwapOption::empty(),
+            keys: KeyCache::new(MIN_REFETCH),
+            params,
+            provider_target,
+            settings,
+        }
+    }
+
+    /// Discovery has succeeded and keys are loaded.
+    pub fn is_ready(&self) -> bool {
+        self.meta.load().is_some() && !self.keys.keys().is_empty()
+    }
+
+    /// The identity headers, lower-case, for stripping and setting.
+    pub fn identity_headers(&self) -> [&str; 2] {
+        [&self.settings.userid_header, &self.settings.groups_header]
+    }
+
+    async fn fetch_keys(&self) -> Result<(), String> {
+        let Some(meta) = self.meta.load_full() else {
+            return Err("provider not discovered yet".into());
+        };
+        let keys = provider::fetch_jwks(&self.http, &meta.jwks_uri).await?;
+        self.keys.replace(keys);
+        Ok(())
+    }
+
+    /// Background work: discovery and the first key fetch with backoff (the gateway is not
+    /// ready until both succeed), then a key refresh every `jwks_refresh`. Failures are logged
+    /// and the last good state is kept.
+    pub async fn run(&self, mut shutdown: ShutdownWatch) {
+        let mut backoff = Duration::from_millis(250);
+        loop {
+            let step = if self.meta.load().is_none() {
+                provider::discover(&self.http, &self.settings.issuer)
+                    .await
+                    .map(|m| self.meta.store(Some(Arc::new(m))))
+            } else {
+                self.fetch_keys().await
+            };
+            match step {
+                Ok(()) if self.is_ready() => {
+                    tracing::info!(issuer = %self.settings.issuer, kids = ?self.keys.keys().kids(), "OpenID Connect provider ready");
+                    break;
+                }
+                Ok(()) => continue,
+                Err(e) => {
+                    tracing::warn!(issuer = %self.settings.issuer, error = %e, retry_in = ?backoff, "OpenID Connect provider not reachable yet");
+                    tokio::select! {
+                        _ = shutdown.changed() => return,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                }
+            }
+        }
+        let mut tick = tokio::time::interval(self.settings.jwks_refresh);
+        tick.reset();
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = tick.tick() => {
+                    if let Err(e) = self.fetch_keys().await {
+                        tracing::warn!(error = %e, "JWKS refresh failed; keeping the cached keys");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Verifies a bearer JWT; an unknown `kid` triggers one (single-flight, rate-limited)
+    /// refetch of the keys.
+    pub async fn verify_jwt(&self, token: &str, now: u64) -> Result<Identity, String> {
+        let meta = self.meta.load_full();
+        let fetch = || async move {
+            match meta {
+                Some(m) => provider::fetch_jwks(&self.http, &m.jwks_uri).await,
+                None => Err("provider not discovered yet".to_string()),
+            }
+        };
+        self.keys
+            .verify(token, &self.params, now, fetch)
+            .await
+            .map(|v| Identity {
+                user: format!("{}{}", self.settings.userid_prefix, v.user),
+                groups: v.groups,
+            })
+            .map_err(|e| e.to_string())
+    }
+
+    /// The decision for one request. A bearer JWT is verified first (async, may refetch keys);
+    /// the pure `decide` does the rest.
+    pub async fn decide(&self, req: &RequestInfo<'_>, now: u64) -> AuthDecision {
+        let jwt = req
+            .authorization
+            .and_then(bearer)
+            .filter(|t| t.bytes().filter(|b| *b == b'.').count() == 2);
+        let verified = match jwt {
+            Some(t) => Some(self.verify_jwt(t, now).await),
+            None => None,
+        };
+        decide(&self.settings, &self.codec, req, now, &mut |_| {
+            verified
+                .clone()
+                .unwrap_or_else(|| Err("not a valid session or ID token".into()))
+        })
+    }
+
+    /// The 302 to the provider's login page, with its state cookie.
+    pub fn start_login(&self, host: &str, tls: bool, return_to: &str) -> Option<LoginStart> {
+        let meta = self.meta.load_full()?;
+        let authorization = self
+            .settings
+            .authorization_url
+            .as_deref()
+            .unwrap_or(&meta.authorization_endpoint);
+        Some(flow::start_login(
+            &self.settings,
+            &self.codec,
+            authorization,
+            &self.redirect_uri(host, tls),
+            return_to,
+            self.settings.secure_for(tls),
+            now(),
+            &random64(),
+        ))
+    }
+
+    fn redirect_uri(&self, host: &str, tls: bool) -> String {
+        let scheme = if tls { "https" } else { "http" };
+        format!("{scheme}://{host}{}", self.settings.redirect_path)
+    }
+
+    /// The callback: checks state against its cookie, exchanges the code, verifies the ID token
+    /// and its nonce, and returns where to send the browser with the cookies to set.
+    pub async fn finish_login(
+        &self,
+        query: &str,
+        cookie_header: Option<&str>,
+        host: &str,
+        tls: bool,
+    ) -> Result<(String, Vec<String>), String> {
+        let now = now();
+        let secure = self.settings.secure_for(tls);
+        let pending = flow::check_callback(
+            &self.settings,
+            &self.codec,
+            query,
+            cookie_header,
+            secure,
+            now,
+        )
+        .map_err(|e| e.to_string())?;
+        let meta = self.meta.load_full().ok_or("provider not discovered yet")?;
+        let id_token = provider::exchange_code(
+            &self.http,
+            &meta,
+            &self.settings.client_id,
+            Some(self.settings.client_secret.expose()),
+            &pending.code,
+            &pending.verifier,
+            &self.redirect_uri(host, tls),
+        )
+        .await?;
+        let meta_for_fetch = meta.clone();
+        let verified = self
+            .keys
+            .verify(&id_token, &self.params, now, || async move {
+                provider::fetch_jwks(&self.http, &meta_for_fetch.jwks_uri).await
+            })
+            .await
+            .map_err(|e| format!("ID token from the provider: {e}"))?;
+        if verified.nonce.as_deref() != Some(pending.nonce.as_str()) {
+            return Err("ID token nonce does not match the login".into());
+        }
+        let session = Session {
+            identity: Identity {
+                user: format!("{}{}", self.settings.userid_prefix, verified.user),
+                groups: verified.groups,
+            },
+            expires_at: now + self.settings.session_lifetime.as_secs(),
+        };
+        let sealed = self
+            .codec
+            .seal_session(&self.settings.cookie_name, &session);
+        Ok((
+            pending.return_to,
+            vec![
+                session::session_cookie(
+                    &self.settings.cookie_name,
+                    &sealed,
+                    self.settings.session_lifetime,
+                    secure,
+                ),
+                pending.clear_state_cookie,
+            ],
+        ))
+    }
+
+    /// Logout: clear the session cookie; go to the provider's end-session page when it has one.
+    pub fn logout(&self, tls: bool) -> (String, String) {
+        let meta = self.meta.load_full();
+        let end = meta
+            .as_ref()
+            .and_then(|m| m.end_session_endpoint.as_deref());
+        (
+            flow::logout_location(end, None),
+            session::clear_cookie(
+                &self.settings.cookie_name,
+                "/",
+                self.settings.secure_for(tls),
+            ),
+        )
+    }
+
+    /// Seals a session for `identity` (used by `modelgate login --print cookie`).
+    pub fn seal(&self, identity: Identity, now: u64) -> String {
+        let session = Session {
+            identity,
+            expires_at: now + self.settings.session_lifetime.as_secs(),
+        };
+        self.codec
+            .seal_session(&self.settings.cookie_name, &session)
+    }
+
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    pub fn metadata(&self) -> Option<Arc<ProviderMetadata>> {
+        self.meta.load_full()
+    }
+
+    pub async fn discover_now(&self) -> Result<(), String> {
+        let m = provider::discover(&self.http, &self.settings.issuer).await?;
+        self.meta.store(Some(Arc::new(m)));
+        self.fetch_keys().await
+    }
+}
+
+/// The token of an `Authorization: Bearer <token>` value (scheme case-insensitive).
+pub fn bearer(header: &str) -> Option<&str> {
+    let (scheme, token) = header.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+/// Runs the provider state as a pingora background service.
+pub struct AuthnService(pub Arc<Authn>);
+
+#[async_trait::async_trait]
+impl pingora::services::background::BackgroundService for AuthnService {
+    async fn start(&self, shutdown: ShutdownWatch) {
+        self.0.run(shutdown).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Only `Bearer <token>` (any case) yields a token.
+    #[test]
+    fn bearer_values() {
+        assert_eq!(bearer("Bearer abc"), Some("abc"));
+        assert_eq!(bearer("bearer  abc "), Some("abc"));
+        assert_eq!(bearer("Basic abc"), None);
+        assert_eq!(bearer("Bearer"), None);
+        assert_eq!(bearer("Bearer "), None);
+    }
+}

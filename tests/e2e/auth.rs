@@ -1,0 +1,761 @@
+//! Authentication end to end: the real gateway, a real OpenID Connect provider process set up
+//! like Dex (tests/oidc), real upstream servers. Every bad credential gets 401/403/302, never
+//! a 500 and never a pass.
+
+use crate::support::free_port;
+use crate::support::gateway::{Gateway, Options, BIN};
+use crate::support::manifest::{traffic, Isvc};
+use crate::support::oidc::OidcProvider;
+use crate::support::upstream::Upstream;
+use auth::config::Secret;
+use auth::session::{Identity, Session, SessionCodec};
+use serde_json::json;
+use std::io::{Read, Write};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+const IRIS: &str = "sklearn-iris.kserve-test.example.com";
+const OPEN: &str = "open-model.public.example.com";
+const COOKIE_SECRET: &str = "test-cookie-secret-0123456789abcdef-0123456789";
+const USER: &str = "user@example.com";
+const ADMIN: &str = "admin@example.com";
+const PASSWORD: &str = "password";
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+struct Setup {
+    provider: OidcProvider,
+    up: Upstream,
+    open_up: Upstream,
+    gw: Gateway,
+}
+
+fn redirect_uri(port: u16) -> String {
+    format!("http://{IRIS}:{port}/authservice/oidc/callback")
+}
+
+/// Gateway options with auth against `issuer`; `extra_auth` is appended inside `auth:`.
+fn auth_options(
+    issuer: &str,
+    port: u16,
+    up: &Upstream,
+    open_up: &Upstream,
+    extra_auth: &str,
+) -> Options {
+    Options {
+        endpoints: vec![
+            ("kserve-test/sklearn-iris-predictor-00001".into(), vec![format!("\"{}\"", up.endpoint())]),
+            ("public/open-model-predictor-00001".into(), vec![format!("\"{}\"", open_up.endpoint())]),
+        ],
+        extra: format!(
+            "auth:\n  issuer: {issuer}\n  client_id: modelgate\n  client_secret: {{file: client-secret}}\n  cookie_secrets: [{{file: cookie-secret}}]\n  extra_audiences: [modelgate-cli]\n  skip_paths: [/healthz]\n  policies:\n    - {{namespace: public, disabled: true}}\n{extra_auth}"
+        ),
+        port: Some(port),
+        files: vec![
+            ("client-secret".into(), "modelgate-secret\n".into()),
+            ("cookie-secret".into(), format!("{COOKIE_SECRET}\n")),
+        ],
+        extra_listeners: false,
+    }
+}
+
+fn manifests() -> Vec<(&'static str, String)> {
+    vec![
+        (
+            "iris.yaml",
+            Isvc::new(
+                "sklearn-iris",
+                "kserve-test",
+                vec![traffic("sklearn-iris-predictor-00001", 100, None, true)],
+            )
+            .yaml(),
+        ),
+        (
+            "open.yaml",
+            Isvc::new(
+                "open-model",
+                "public",
+                vec![traffic("open-model-predictor-00001", 100, None, true)],
+            )
+            .yaml(),
+        ),
+    ]
+}
+
+async fn setup(extra_auth: &str) -> Setup {
+    let port = free_port();
+    let provider = OidcProvider::start(&[redirect_uri(port)]).await;
+    let up = Upstream::start("iris").await;
+    let open_up = Upstream::start("open").await;
+    let gw = Gateway::start(
+        &manifests(),
+        auth_options(&provider.issuer(), port, &up, &open_up, extra_auth),
+    )
+    .await;
+    Setup {
+        provider,
+        up,
+        open_up,
+        gw,
+    }
+}
+
+/// A browser-like client: cookie jar, no automatic redirects, the model host resolving to the
+/// gateway.
+fn browser(port: u16) -> reqwest::Client {
+    reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .resolve(IRIS, ([127, 0, 0, 1], port).into())
+        .build()
+        .unwrap()
+}
+
+fn iris_url(port: u16, path: &str) -> String {
+    format!("http://{IRIS}:{port}{path}")
+}
+
+/// Logs in through the whole browser flow and returns the session cookie value.
+async fn browser_login(s: &Setup, user: &str) -> (reqwest::Client, String) {
+    let port = s.gw.port;
+    let client = browser(port);
+    let r = client
+        .get(iris_url(port, "/v1/models/sklearn-iris?from=browser"))
+        .header("accept", "text/html,application/xhtml+xml")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302, "{:?}", r.text().await);
+    let location = r.headers()["location"].to_str().unwrap().to_string();
+    assert!(
+        location.starts_with(&format!("{}/auth?", s.provider.issuer())),
+        "{location}"
+    );
+    for p in [
+        "response_type=code",
+        "client_id=modelgate",
+        "code_challenge_method=S256",
+        "state=",
+        "nonce=",
+        "code_challenge=",
+    ] {
+        assert!(location.contains(p), "{p} missing in {location}");
+    }
+    let callback = s
+        .provider
+        .login_via_form(&client, &location, user, PASSWORD, &redirect_uri(port))
+        .await;
+    let r = client.get(&callback).send().await.unwrap();
+    assert_eq!(r.status(), 302, "callback: {:?}", r.text().await);
+    assert_eq!(
+        r.headers()["location"],
+        "/v1/models/sklearn-iris?from=browser"
+    );
+    let set_cookie: Vec<String> = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .collect();
+    let session = set_cookie
+        .iter()
+        .find(|c| c.starts_with("authservice_session="))
+        .unwrap_or_else(|| panic!("no session cookie in {set_cookie:?}"))
+        .clone();
+    for flag in ["HttpOnly", "SameSite=Lax", "Path=/"] {
+        assert!(session.contains(flag), "{flag} missing in {session}");
+    }
+    assert!(
+        !session.contains("Secure"),
+        "plain HTTP without secure_cookies: {session}"
+    );
+    let value = session
+        .trim_start_matches("authservice_session=")
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    (client, value)
+}
+
+/// The whole browser flow: 302 to the provider with state, nonce and PKCE; login form; callback
+/// sets an HttpOnly SameSite=Lax session cookie and returns to the original URL; the prediction
+/// then reaches the model with `kubeflow-userid` and `kubeflow-groups` set by the gateway. The
+/// same value works as `Authorization: Bearer`, and on a second gateway sharing the secret.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_login_flow() {
+    let s = setup("").await;
+    let (client, session) = browser_login(&s, USER).await;
+    let r = client
+        .post(iris_url(s.gw.port, "/v1/models/sklearn-iris:predict"))
+        .body(r#"{"instances": [[6.8, 2.8, 4.8, 1.4]]}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let seen = s.up.requests().last().unwrap().clone();
+    assert_eq!(seen.header_all("kubeflow-userid"), [USER]);
+    assert_eq!(seen.header_all("kubeflow-groups"), ["kubeflow-users"]);
+
+    // The session value as a bearer token, from a client without cookies.
+    let r =
+        s.gw.get(IRIS, "/v1/models/sklearn-iris")
+            .header("authorization", format!("Bearer {session}"))
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(r.status(), 200);
+
+    // A second replica with the same cookie secret accepts the session (and a restart would too).
+    let port2 = free_port();
+    let gw2 = Gateway::start(
+        &manifests(),
+        auth_options(&s.provider.issuer(), port2, &s.up, &s.open_up, ""),
+    )
+    .await;
+    let r = gw2
+        .get(IRIS, "/v1/models/sklearn-iris")
+        .header("cookie", format!("authservice_session={session}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        s.up.requests().last().unwrap().header("kubeflow-userid"),
+        Some(USER)
+    );
+
+    // Logout clears the cookie and goes to the provider's end-session page.
+    let r = client
+        .post(iris_url(s.gw.port, "/authservice/logout"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302);
+    let cleared = r.headers()["set-cookie"].to_str().unwrap();
+    assert!(
+        cleared.starts_with("authservice_session=;") && cleared.contains("Max-Age=0"),
+        "{cleared}"
+    );
+}
+
+/// The provider's pages are reachable through the gateway without auth (as Kubeflow's
+/// VirtualService sends /dex/ to Dex), so a browser logs in through the same host.
+#[tokio::test]
+async fn provider_paths_pass_through() {
+    let s = setup("").await;
+    let r =
+        s.gw.get(IRIS, "/dex/.well-known/openid-configuration")
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(r.status(), 200);
+    let doc: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(doc["issuer"], s.provider.issuer());
+}
+
+/// Bearer ID tokens from the provider are verified locally; identity headers a client sends,
+/// in any spelling, never reach the model; on a skip path they are stripped too.
+#[tokio::test]
+async fn bearer_tokens_and_spoofed_identity() {
+    let s = setup("").await;
+    let token = s
+        .provider
+        .id_token(ADMIN, PASSWORD, &redirect_uri(s.gw.port))
+        .await;
+    let r =
+        s.gw.get(IRIS, "/v1/models/sklearn-iris")
+            .header("authorization", format!("Bearer {token}"))
+            .header("kubeflow-userid", "evil@example.com")
+            .header("Kubeflow_Userid", "evil@example.com")
+            .header("KUBEFLOW-USERID", "evil2@example.com")
+            .header("kubeflow-groups", "cluster-admins")
+            .header("KubeFlow_Groups", "cluster-admins")
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(r.status(), 200);
+    let seen = s.up.requests().last().unwrap().clone();
+    assert_eq!(seen.header_all("kubeflow-userid"), [ADMIN]);
+    assert_eq!(
+        seen.header_all("kubeflow-groups"),
+        ["admins,kubeflow-users"]
+    );
+    assert!(
+        seen.headers
+            .iter()
+            .all(|(k, _)| k != "kubeflow_userid" && k != "kubeflow_groups"),
+        "{:?}",
+        seen.headers
+    );
+
+    // Auth switched off for a namespace: no identity at all, spoofed or not.
+    let r =
+        s.gw.get(OPEN, "/v1/models/open-model")
+            .header("Kubeflow-Userid", "evil@example.com")
+            .header("kubeflow_groups", "admins")
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(r.status(), 200);
+    let seen = s.open_up.requests().last().unwrap().clone();
+    assert!(
+        seen.headers.iter().all(|(k, _)| !k
+            .replace('_', "-")
+            .eq_ignore_ascii_case("kubeflow-userid")
+            && !k.replace('_', "-").eq_ignore_ascii_case("kubeflow-groups")),
+        "{:?}",
+        seen.headers
+    );
+}
+
+async fn status_with(
+    gw: &Gateway,
+    authorization: Option<String>,
+    cookie: Option<String>,
+) -> (u16, reqwest::header::HeaderMap, String) {
+    let mut req = gw.get(IRIS, "/v1/models/sklearn-iris");
+    if let Some(a) = authorization {
+        req = req.header("authorization", a);
+    }
+    if let Some(c) = cookie {
+        req = req.header("cookie", c);
+    }
+    let r = req.send().await.unwrap();
+    let status = r.status().as_u16();
+    let headers = r.headers().clone();
+    (status, headers, r.text().await.unwrap())
+}
+
+fn b64(v: &serde_json::Value) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+}
+
+/// Every bad credential gets 401 with a JSON body and `WWW-Authenticate: Bearer`: none,
+/// garbage, truncated, expired, not yet valid, wrong issuer, wrong audience, `alg: none`, HS256
+/// signed with the RSA public key, a bad signature, an unknown kid; garbage, truncated, expired
+/// and re-keyed session cookies. A browser with a bad session is sent to log in instead.
+#[tokio::test]
+async fn bad_credentials_are_refused() {
+    let s = setup("").await;
+    let p = &s.provider;
+    let good = p.id_token(USER, PASSWORD, &redirect_uri(s.gw.port)).await;
+    let t = now();
+    let claims = |overrides: serde_json::Value| {
+        let mut c = json!({"iss": p.issuer(), "aud": "modelgate", "sub": "u1", "email": USER, "groups": ["kubeflow-users"], "iat": t, "exp": t + 600});
+        for (k, v) in overrides.as_object().unwrap() {
+            c[k] = v.clone();
+        }
+        c
+    };
+    // A correctly signed token with good claims passes: the forging path itself is sound.
+    let signed_ok = p.sign(json!({}), claims(json!({}))).await;
+    assert_eq!(
+        status_with(&s.gw, Some(format!("Bearer {signed_ok}")), None)
+            .await
+            .0,
+        200
+    );
+
+    let jwk = p.current_public_jwk().await;
+    let hs256 = {
+        use hmac_sha256::HMAC;
+        let header = b64(&json!({"alg": "HS256", "typ": "JWT", "kid": jwk["kid"]}));
+        let payload = b64(&claims(json!({})));
+        let input = format!("{header}.{payload}");
+        let mac = HMAC::mac(input.as_bytes(), jwk.to_string().as_bytes());
+        use base64::Engine;
+        format!(
+            "{input}.{}",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(mac)
+        )
+    };
+    let none = format!(
+        "{}.{}.",
+        b64(&json!({"alg": "none", "typ": "JWT"})),
+        b64(&claims(json!({})))
+    );
+    let mut bad_sig = good.clone().into_bytes();
+    let last = bad_sig.len() - 5;
+    bad_sig[last] = if bad_sig[last] == b'A' { b'B' } else { b'A' };
+    let bad_sig = String::from_utf8(bad_sig).unwrap();
+    let cases: Vec<(&str, String)> = vec![
+        ("garbage", "Bearer not-a-token".into()),
+        ("garbage jwt", "Bearer aaa.bbb.ccc".into()),
+        ("truncated", format!("Bearer {}", &good[..good.len() - 20])),
+        (
+            "expired",
+            format!(
+                "Bearer {}",
+                p.sign(json!({}), claims(json!({"exp": t - 3600, "iat": t - 7200})))
+                    .await
+            ),
+        ),
+        (
+            "nbf in the future",
+            format!(
+                "Bearer {}",
+                p.sign(json!({}), claims(json!({"nbf": t + 3600}))).await
+            ),
+        ),
+        (
+            "wrong iss",
+            format!(
+                "Bearer {}",
+                p.sign(
+                    json!({}),
+                    claims(json!({"iss": "http://evil.example.com/dex"}))
+                )
+                .await
+            ),
+        ),
+        (
+            "wrong aud",
+            format!(
+                "Bearer {}",
+                p.sign(json!({}), claims(json!({"aud": "someone-else"})))
+                    .await
+            ),
+        ),
+        ("alg none", format!("Bearer {none}")),
+        ("hs256 with the rsa public key", format!("Bearer {hs256}")),
+        ("bad signature", format!("Bearer {bad_sig}")),
+        (
+            "unknown kid",
+            format!(
+                "Bearer {}",
+                p.sign(json!({"kid": "no-such-kid"}), claims(json!({})))
+                    .await
+            ),
+        ),
+        ("empty bearer", "Bearer ".into()),
+        ("basic auth", "Basic dXNlcjpwYXNz".into()),
+    ];
+    for (what, authz) in cases {
+        let (status, headers, body) = status_with(&s.gw, Some(authz), None).await;
+        assert_eq!(status, 401, "{what}: {body}");
+        assert!(
+            headers["www-authenticate"]
+                .to_str()
+                .unwrap()
+                .starts_with("Bearer"),
+            "{what}"
+        );
+        let v: serde_json::Value =
+            serde_json::from_str(&body).unwrap_or_else(|e| panic!("{what}: {e}: {body}"));
+        assert!(v["error"].is_string(), "{what}: {body}");
+    }
+
+    let codec = SessionCodec::new(&[Secret::new(COOKIE_SECRET)]);
+    let other = SessionCodec::new(&[Secret::new("another-secret-0123456789abcdef-0123456789")]);
+    let identity = Identity {
+        user: USER.into(),
+        groups: vec![],
+    };
+    let valid = codec.seal_session(
+        "authservice_session",
+        &Session {
+            identity: identity.clone(),
+            expires_at: t + 600,
+        },
+    );
+    assert_eq!(
+        status_with(&s.gw, None, Some(format!("authservice_session={valid}")))
+            .await
+            .0,
+        200
+    );
+    let cookies = vec![
+        ("garbage cookie", "authservice_session=garbage".to_string()),
+        (
+            "truncated cookie",
+            format!("authservice_session={}", &valid[..valid.len() - 8]),
+        ),
+        (
+            "expired cookie",
+            format!(
+                "authservice_session={}",
+                codec.seal_session(
+                    "authservice_session",
+                    &Session {
+                        identity: identity.clone(),
+                        expires_at: t - 1
+                    }
+                )
+            ),
+        ),
+        (
+            "re-keyed cookie",
+            format!(
+                "authservice_session={}",
+                other.seal_session(
+                    "authservice_session",
+                    &Session {
+                        identity: identity.clone(),
+                        expires_at: t + 600
+                    }
+                )
+            ),
+        ),
+        (
+            "sealed under another name",
+            format!(
+                "authservice_session={}",
+                codec.seal_session(
+                    "authservice_session_state_x",
+                    &Session {
+                        identity,
+                        expires_at: t + 600
+                    }
+                )
+            ),
+        ),
+    ];
+    for (what, cookie) in &cookies {
+        let (status, _, body) = status_with(&s.gw, None, Some(cookie.clone())).await;
+        assert_eq!(status, 401, "{what}: {body}");
+    }
+    assert_eq!(
+        status_with(&s.gw, None, None).await.0,
+        401,
+        "no credentials"
+    );
+    // A browser with a bad session is sent to log in, not shown an error.
+    let r = browser(s.gw.port)
+        .get(iris_url(s.gw.port, "/v1/models/sklearn-iris"))
+        .header("accept", "text/html")
+        .header("cookie", cookies[0].1.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302);
+    assert!(r.headers()["location"]
+        .to_str()
+        .unwrap()
+        .starts_with(&format!("{}/auth?", p.issuer())));
+    assert_eq!(
+        s.up.hits(),
+        2,
+        "only the two valid credentials reached the model"
+    );
+}
+
+/// Key rotation: a token signed with a new kid verifies after one refetch of the keys. With
+/// the JWKS endpoint down, cached keys keep working and an unknown kid is a 401, not a 500.
+#[tokio::test]
+async fn key_rotation_and_jwks_outage() {
+    let s = setup("").await;
+    let p = &s.provider;
+    let before = p.id_token(USER, PASSWORD, &redirect_uri(s.gw.port)).await;
+    assert_eq!(
+        status_with(&s.gw, Some(format!("Bearer {before}")), None)
+            .await
+            .0,
+        200
+    );
+    let fetches = p.keys_fetches().await;
+    p.rotate().await;
+    let after = p.id_token(USER, PASSWORD, &redirect_uri(s.gw.port)).await;
+    assert_eq!(
+        status_with(&s.gw, Some(format!("Bearer {after}")), None)
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        p.keys_fetches().await,
+        fetches + 1,
+        "one refetch for the new kid"
+    );
+
+    p.jwks_down().await;
+    assert_eq!(
+        status_with(&s.gw, Some(format!("Bearer {before}")), None)
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        status_with(&s.gw, Some(format!("Bearer {after}")), None)
+            .await
+            .0,
+        200
+    );
+    p.rotate().await;
+    let unknown = p.id_token(USER, PASSWORD, &redirect_uri(s.gw.port)).await;
+    let (status, _, body) = status_with(&s.gw, Some(format!("Bearer {unknown}")), None).await;
+    assert_eq!(status, 401, "{body}");
+    p.jwks_up().await;
+}
+
+/// Allow-lists: a verified user outside a namespace's users and groups gets 403.
+#[tokio::test]
+async fn allow_lists_forbid() {
+    let s = setup("    - {namespace: kserve-test, groups: [admins]}\n").await;
+    let user = s
+        .provider
+        .id_token(USER, PASSWORD, &redirect_uri(s.gw.port))
+        .await;
+    let admin = s
+        .provider
+        .id_token(ADMIN, PASSWORD, &redirect_uri(s.gw.port))
+        .await;
+    let (status, _, body) = status_with(&s.gw, Some(format!("Bearer {user}")), None).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(serde_json::from_str::<serde_json::Value>(&body).unwrap()["error"].is_string());
+    assert_eq!(
+        status_with(&s.gw, Some(format!("Bearer {admin}")), None)
+            .await
+            .0,
+        200
+    );
+}
+
+/// Sends a raw request line (so the path is not normalised by a client library).
+fn raw_status(port: u16, path: &str, extra: &str) -> u16 {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: {IRIS}\r\n{extra}Connection: close\r\n\r\n")
+            .as_bytes(),
+    )
+    .unwrap();
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    let text = String::from_utf8_lossy(&buf);
+    text.split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Skip paths match whole segments after normalisation: `/healthz` is open, but
+/// `/healthz/../private`, `%2e%2e`, `//` tricks and `/healthzfoo` are not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn skip_path_bypass_attempts() {
+    let s = setup("").await;
+    let port = s.gw.port;
+    assert_eq!(raw_status(port, "/healthz", ""), 200);
+    assert_eq!(raw_status(port, "/healthz/live", ""), 200);
+    for path in [
+        "/healthz/../private",
+        "/healthz/%2e%2e/private",
+        "/healthz/%2E%2E/private",
+        "/healthz%2f..%2fprivate",
+        "/healthzfoo",
+        "//healthz/../private",
+        "/./healthz/../private",
+        "/private",
+    ] {
+        assert_eq!(raw_status(port, path, ""), 401, "{path}");
+    }
+}
+
+/// After login, only a relative path on this host is followed: open-redirect attempts land on
+/// `/`.
+#[tokio::test]
+async fn no_open_redirect_after_login() {
+    let s = setup("").await;
+    let port = s.gw.port;
+    for path in [
+        "//evil.example.com/x",
+        "/\\evil.example.com",
+        "/%2F%2Fevil.example.com",
+    ] {
+        let client = browser(port);
+        let r = client
+            .get(iris_url(port, path))
+            .header("accept", "text/html")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 302, "{path}");
+        let location = r.headers()["location"].to_str().unwrap().to_string();
+        let callback = s
+            .provider
+            .login_via_form(&client, &location, USER, PASSWORD, &redirect_uri(port))
+            .await;
+        let r = client.get(&callback).send().await.unwrap();
+        assert_eq!(r.status(), 302, "{path}");
+        let to = r.headers()["location"].to_str().unwrap();
+        assert!(
+            to.starts_with('/')
+                && !to.starts_with("//")
+                && !to.starts_with("/\\")
+                && !to.contains("evil"),
+            "{path} -> {to}"
+        );
+    }
+    // A callback without a matching state cookie is refused.
+    let r =
+        s.gw.get(IRIS, "/authservice/oidc/callback?code=abc&state=forged")
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(r.status(), 401);
+}
+
+/// `modelgate login` gets an ID token with the device flow and prints an Authorization header
+/// that the gateway accepts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_login_device_flow() {
+    let s = setup("").await;
+    let mut child = std::process::Command::new(BIN)
+        .args([
+            "login",
+            "--issuer",
+            &s.provider.issuer(),
+            "--client-id",
+            "modelgate-cli",
+            "--print",
+            "header",
+            "--timeout",
+            "60",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let line = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("a sign-in prompt");
+    let code = line.rsplit(' ').next().unwrap().to_string();
+    assert!(line.starts_with("modelgate: open "), "{line}");
+    s.provider.approve_device(&code, USER, PASSWORD).await;
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let header = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let token = header
+        .strip_prefix("Authorization: Bearer ")
+        .expect("a header line")
+        .to_string();
+    let (status, _, body) = status_with(&s.gw, Some(format!("Bearer {token}")), None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        s.up.requests().last().unwrap().header("kubeflow-userid"),
+        Some(USER)
+    );
+}
