@@ -759,3 +759,165 @@ async fn cli_login_device_flow() {
         Some(USER)
     );
 }
+
+/// No secret ever reaches the log: not the client secret, not the cookie secret, not a
+/// session value.
+#[tokio::test]
+async fn secrets_stay_out_of_the_log() {
+    let s = setup("").await;
+    let (_client, session) = browser_login(&s, USER).await;
+    // A refused credential is logged too; make sure that path leaks nothing either.
+    let _ = status_with(&s.gw, None, Some(format!("authservice_session={session}x"))).await;
+    let log = s.gw.log();
+    assert!(log.contains("OpenID Connect provider ready"), "{log}");
+    for secret in ["modelgate-secret", COOKIE_SECRET, session.as_str()] {
+        assert!(!log.contains(secret), "{secret:?} found in the log");
+    }
+}
+
+/// `modelgate login --config FILE --print cookie` prints a ready `authservice_session=...`
+/// sealed with the gateway's own cookie secret, which the gateway accepts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_login_prints_a_session_cookie() {
+    let s = setup("").await;
+    let config = s.gw.dir.path().join("modelgate.yaml");
+    let mut child = std::process::Command::new(BIN)
+        .arg("login")
+        .arg("--config")
+        .arg(&config)
+        .args(["--print", "cookie", "--timeout", "60"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let line = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("a sign-in prompt");
+    let code = line.rsplit(' ').next().unwrap().to_string();
+    s.provider.approve_device(&code, ADMIN, PASSWORD).await;
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(out.status.success());
+    let cookie = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert!(cookie.starts_with("authservice_session="), "{cookie}");
+    let (status, _, body) = status_with(&s.gw, None, Some(cookie)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        s.up.requests().last().unwrap().header("kubeflow-userid"),
+        Some(ADMIN)
+    );
+}
+
+/// Until discovery succeeds the gateway is not ready and authenticated routes answer 503 with
+/// a JSON body (never 500, never a pass); it keeps retrying in the background.
+#[tokio::test]
+async fn not_ready_until_the_provider_answers() {
+    let up = Upstream::start("iris").await;
+    let open_up = Upstream::start("open").await;
+    let dead = crate::support::upstream::dead_endpoint();
+    let port = free_port();
+    let opts = auth_options(&format!("http://{dead}/dex"), port, &up, &open_up, "");
+    // Gateway::start waits for /readyz, which never comes: start it by hand.
+    let gw = Gateway::start_unready(&manifests(), opts).await;
+    let r = gw.client.get(gw.admin_url("/readyz")).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    assert!(r.text().await.unwrap().contains("OpenID Connect provider"));
+    let r = gw
+        .get(IRIS, "/v1/models/sklearn-iris")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert!(v["error"]
+        .as_str()
+        .unwrap()
+        .contains("OpenID Connect provider"));
+    assert_eq!(up.hits(), 0);
+    // Retries are logged with their backoff.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while gw
+        .log()
+        .matches("OpenID Connect provider not reachable yet")
+        .count()
+        < 2
+    {
+        assert!(std::time::Instant::now() < deadline, "{}", gw.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn login_cookie(client: &reqwest::Client, url: &str) -> String {
+    let r = client
+        .get(url)
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302);
+    r.headers()["set-cookie"].to_str().unwrap().to_string()
+}
+
+/// Cookies are `Secure` when the request came over TLS, or when config says so; plain HTTP
+/// without the setting gets no `Secure` (the browser would drop the cookie).
+#[tokio::test]
+async fn cookies_are_secure_over_tls_or_by_config() {
+    let ca = crate::tls::Ca::new();
+    let (cert, key, _) = ca.leaf(&[IRIS]);
+    let port = free_port();
+    let tls_port = free_port();
+    let provider = OidcProvider::start(&[redirect_uri(port)]).await;
+    let up = Upstream::start("iris").await;
+    let open_up = Upstream::start("open").await;
+    let mut opts = auth_options(&provider.issuer(), port, &up, &open_up, "");
+    opts.extra = format!(
+        "  - address: \"127.0.0.1:{tls_port}\"\n    tls: {{certificates: [{{cert: tls.crt, key: tls.key}}]}}\n{}",
+        opts.extra
+    );
+    opts.extra_listeners = true;
+    opts.files.push(("tls.crt".into(), cert));
+    opts.files.push(("tls.key".into(), key));
+    let gw = Gateway::start(&manifests(), opts).await;
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .add_root_certificate(reqwest::Certificate::from_pem(ca.pem.as_bytes()).unwrap())
+        .resolve(IRIS, ([127, 0, 0, 1], tls_port).into())
+        .build()
+        .unwrap();
+    let over_tls = login_cookie(
+        &client,
+        &format!("https://{IRIS}:{tls_port}/v1/models/sklearn-iris"),
+    )
+    .await;
+    assert!(
+        over_tls.contains("; Secure") && over_tls.contains("HttpOnly"),
+        "{over_tls}"
+    );
+    let plain = login_cookie(
+        &browser(gw.port),
+        &iris_url(gw.port, "/v1/models/sklearn-iris"),
+    )
+    .await;
+    assert!(!plain.contains("Secure"), "{plain}");
+
+    let s = setup("  secure_cookies: true\n").await;
+    let forced = login_cookie(
+        &browser(s.gw.port),
+        &iris_url(s.gw.port, "/v1/models/sklearn-iris"),
+    )
+    .await;
+    assert!(forced.contains("; Secure"), "{forced}");
+}

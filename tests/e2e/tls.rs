@@ -9,13 +9,13 @@ const IRIS: &str = "sklearn-iris.kserve-test.example.com";
 const OTHER: &str = "other.team-b.example.com";
 
 /// A throwaway CA and leaves it signs, all generated here.
-struct Ca {
+pub struct Ca {
     issuer: Issuer<'static, KeyPair>,
-    pem: String,
+    pub pem: String,
 }
 
 impl Ca {
-    fn new() -> Ca {
+    pub fn new() -> Ca {
         let key = KeyPair::generate().unwrap();
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params
@@ -31,7 +31,7 @@ impl Ca {
     }
 
     /// (cert PEM, key PEM, cert DER)
-    fn leaf(&self, names: &[&str]) -> (String, String, Vec<u8>) {
+    pub fn leaf(&self, names: &[&str]) -> (String, String, Vec<u8>) {
         let key = KeyPair::generate().unwrap();
         let params =
             CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())

@@ -36,6 +36,13 @@ impl Gateway {
     /// Writes `manifests` (file name, YAML) into a fresh route directory and starts the gateway;
     /// returns once `/readyz` answers 200.
     pub async fn start(manifests: &[(&str, String)], opts: Options) -> Gateway {
+        let gw = Self::start_unready(manifests, opts).await;
+        gw.wait_ready().await;
+        gw
+    }
+
+    /// Starts the gateway and returns once its admin port answers, ready or not.
+    pub async fn start_unready(manifests: &[(&str, String)], opts: Options) -> Gateway {
         let dir = tempfile::tempdir().expect("tempdir");
         let routes = dir.path().join("routes");
         std::fs::create_dir(&routes).unwrap();
@@ -83,7 +90,21 @@ impl Gateway {
                 .build()
                 .unwrap(),
         };
-        gw.wait_ready().await;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while gw
+            .client
+            .get(gw.admin_url("/healthz"))
+            .send()
+            .await
+            .is_err()
+        {
+            assert!(
+                Instant::now() < deadline,
+                "gateway did not start; log:\n{}",
+                gw.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         gw
     }
 
