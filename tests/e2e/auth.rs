@@ -705,18 +705,35 @@ async fn no_open_redirect_after_login() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_login_device_flow() {
     let s = setup("").await;
+    let issuer = s.provider.issuer();
+    let args = [
+        "--issuer",
+        &issuer,
+        "--client-id",
+        "modelgate-cli",
+        "--print",
+        "header",
+    ];
+    let header = cli_login(&s.provider, &args, USER).await;
+    let token = header
+        .strip_prefix("Authorization: Bearer ")
+        .expect("a header line")
+        .to_string();
+    let (status, _, body) = status_with(&s.gw, Some(format!("Bearer {token}")), None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        s.up.requests().last().unwrap().header("kubeflow-userid"),
+        Some(USER)
+    );
+}
+
+/// Runs `modelgate login ARGS`, signs in as `user` through the device-verification pages when
+/// it prompts, and returns what it printed on stdout.
+async fn cli_login(provider: &OidcProvider, args: &[&str], user: &str) -> String {
     let mut child = std::process::Command::new(BIN)
-        .args([
-            "login",
-            "--issuer",
-            &s.provider.issuer(),
-            "--client-id",
-            "modelgate-cli",
-            "--print",
-            "header",
-            "--timeout",
-            "60",
-        ])
+        .arg("login")
+        .args(args)
+        .args(["--timeout", "60"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -735,9 +752,9 @@ async fn cli_login_device_flow() {
     let line = rx
         .recv_timeout(Duration::from_secs(30))
         .expect("a sign-in prompt");
-    let code = line.rsplit(' ').next().unwrap().to_string();
     assert!(line.starts_with("modelgate: open "), "{line}");
-    s.provider.approve_device(&code, USER, PASSWORD).await;
+    let code = line.rsplit(' ').next().unwrap().to_string();
+    provider.approve_device(&code, user, PASSWORD).await;
     let out = tokio::task::spawn_blocking(move || child.wait_with_output())
         .await
         .unwrap()
@@ -747,17 +764,7 @@ async fn cli_login_device_flow() {
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );
-    let header = String::from_utf8(out.stdout).unwrap().trim().to_string();
-    let token = header
-        .strip_prefix("Authorization: Bearer ")
-        .expect("a header line")
-        .to_string();
-    let (status, _, body) = status_with(&s.gw, Some(format!("Bearer {token}")), None).await;
-    assert_eq!(status, 200, "{body}");
-    assert_eq!(
-        s.up.requests().last().unwrap().header("kubeflow-userid"),
-        Some(USER)
-    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
 /// No secret ever reaches the log: not the client secret, not the cookie secret, not a
@@ -781,37 +788,13 @@ async fn secrets_stay_out_of_the_log() {
 async fn cli_login_prints_a_session_cookie() {
     let s = setup("").await;
     let config = s.gw.dir.path().join("modelgate.yaml");
-    let mut child = std::process::Command::new(BIN)
-        .arg("login")
-        .arg("--config")
-        .arg(&config)
-        .args(["--print", "cookie", "--timeout", "60"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            let _ = tx.send(line);
-        }
-    });
-    let line = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("a sign-in prompt");
-    let code = line.rsplit(' ').next().unwrap().to_string();
-    s.provider.approve_device(&code, ADMIN, PASSWORD).await;
-    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(out.status.success());
-    let cookie = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let config = config.to_str().unwrap();
+    let cookie = cli_login(
+        &s.provider,
+        &["--config", config, "--print", "cookie"],
+        ADMIN,
+    )
+    .await;
     assert!(cookie.starts_with("authservice_session="), "{cookie}");
     let (status, _, body) = status_with(&s.gw, None, Some(cookie)).await;
     assert_eq!(status, 200, "{body}");
@@ -832,9 +815,17 @@ async fn not_ready_until_the_provider_answers() {
     let opts = auth_options(&format!("http://{dead}/dex"), port, &up, &open_up, "");
     // Gateway::start waits for /readyz, which never comes: start it by hand.
     let gw = Gateway::start_unready(&manifests(), opts).await;
-    let r = gw.client.get(gw.admin_url("/readyz")).send().await.unwrap();
-    assert_eq!(r.status(), 503);
-    assert!(r.text().await.unwrap().contains("OpenID Connect provider"));
+    // Routes load first (readyz says so until then); then the provider is what is missing.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = gw.client.get(gw.admin_url("/readyz")).send().await.unwrap();
+        assert_eq!(r.status(), 503);
+        if r.text().await.unwrap().contains("OpenID Connect provider") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{}", gw.log());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let r = gw
         .get(IRIS, "/v1/models/sklearn-iris")
         .send()

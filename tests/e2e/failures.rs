@@ -1,4 +1,4 @@
-use crate::support::gateway::{metric, Gateway, Options};
+use crate::support::gateway::{metric, one_revision, Gateway, Options};
 use crate::support::manifest::{traffic, Isvc};
 use crate::support::upstream::{dead_endpoint, Upstream};
 use std::io::{Read, Write};
@@ -6,28 +6,6 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 const IRIS: &str = "sklearn-iris.kserve-test.example.com";
-
-fn one_revision(up: &str, extra: &str) -> (Vec<(&'static str, String)>, Options) {
-    (
-        vec![(
-            "iris.yaml",
-            Isvc::new(
-                "sklearn-iris",
-                "kserve-test",
-                vec![traffic("sklearn-iris-predictor-00001", 100, None, true)],
-            )
-            .yaml(),
-        )],
-        Options {
-            endpoints: vec![(
-                "kserve-test/sklearn-iris-predictor-00001".into(),
-                vec![format!("\"{up}\"")],
-            )],
-            extra: extra.into(),
-            ..Default::default()
-        },
-    )
-}
 
 /// Sends raw bytes and returns the raw response (the connection is closed by asking for it).
 fn raw(port: u16, request: &str) -> String {

@@ -1,4 +1,4 @@
-use crate::support::gateway::{Gateway, Options};
+use crate::support::gateway::{one_revision, Gateway, Options};
 use crate::support::manifest::{traffic, Isvc};
 use crate::support::upstream::Upstream;
 use std::collections::HashMap;
@@ -112,22 +112,10 @@ async fn routes_by_host_with_upstream_headers() {
 #[tokio::test]
 async fn host_forms() {
     let up = Upstream::start("iris").await;
-    let gw = Gateway::start(
-        &[(
-            "iris.yaml",
-            Isvc::new(
-                "sklearn-iris",
-                "kserve-test",
-                vec![traffic("sklearn-iris-predictor-00001", 100, None, true)],
-            )
-            .yaml(),
-        )],
-        Options {
-            endpoints: vec![ep("kserve-test", "sklearn-iris-predictor-00001", &up)],
-            ..Default::default()
-        },
-    )
-    .await;
+    let gw = {
+        let (m, o) = one_revision(&up.endpoint(), "");
+        Gateway::start(&m, o).await
+    };
     for host in [
         "SKLEARN-IRIS.kserve-test.Example.com",
         "sklearn-iris.kserve-test.example.com:8080",
@@ -308,22 +296,10 @@ async fn explainer_path() {
 #[tokio::test]
 async fn bodies_stream() {
     let up = Upstream::start("iris").await;
-    let gw = Gateway::start(
-        &[(
-            "iris.yaml",
-            Isvc::new(
-                "sklearn-iris",
-                "kserve-test",
-                vec![traffic("sklearn-iris-predictor-00001", 100, None, true)],
-            )
-            .yaml(),
-        )],
-        Options {
-            endpoints: vec![ep("kserve-test", "sklearn-iris-predictor-00001", &up)],
-            ..Default::default()
-        },
-    )
-    .await;
+    let gw = {
+        let (m, o) = one_revision(&up.endpoint(), "");
+        Gateway::start(&m, o).await
+    };
     let mut r = gw
         .get(IRIS, "/stream")
         .header("x-test-hold", "1")
@@ -360,22 +336,10 @@ async fn bodies_stream() {
 #[tokio::test]
 async fn admin_endpoints() {
     let up = Upstream::start("iris").await;
-    let gw = Gateway::start(
-        &[(
-            "iris.yaml",
-            Isvc::new(
-                "sklearn-iris",
-                "kserve-test",
-                vec![traffic("sklearn-iris-predictor-00001", 100, None, true)],
-            )
-            .yaml(),
-        )],
-        Options {
-            endpoints: vec![ep("kserve-test", "sklearn-iris-predictor-00001", &up)],
-            ..Default::default()
-        },
-    )
-    .await;
+    let gw = {
+        let (m, o) = one_revision(&up.endpoint(), "");
+        Gateway::start(&m, o).await
+    };
     let c = &gw.client;
     assert_eq!(
         c.get(gw.admin_url("/healthz"))
@@ -433,23 +397,10 @@ async fn admin_endpoints() {
 #[tokio::test]
 async fn json_access_log() {
     let up = Upstream::start("iris").await;
-    let gw = Gateway::start(
-        &[(
-            "iris.yaml",
-            Isvc::new(
-                "sklearn-iris",
-                "kserve-test",
-                vec![traffic("sklearn-iris-predictor-00001", 100, None, true)],
-            )
-            .yaml(),
-        )],
-        Options {
-            endpoints: vec![ep("kserve-test", "sklearn-iris-predictor-00001", &up)],
-            extra: "log: {format: json}\n".into(),
-            ..Default::default()
-        },
-    )
-    .await;
+    let gw = {
+        let (m, o) = one_revision(&up.endpoint(), "log: {format: json}\n");
+        Gateway::start(&m, o).await
+    };
     let r = gw
         .get(IRIS, "/v1/models/sklearn-iris?q=1")
         .send()

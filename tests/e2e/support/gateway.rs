@@ -246,3 +246,32 @@ pub fn metric(text: &str, series: &str) -> f64 {
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0.0)
 }
+
+/// `sklearn-iris` in `kserve-test` with one revision served by `up` (`host:port`), and gateway
+/// options with `extra` config: the setup most tests start from.
+pub fn one_revision(up: &str, extra: &str) -> (Vec<(&'static str, String)>, Options) {
+    (
+        vec![(
+            "iris.yaml",
+            crate::support::manifest::Isvc::new(
+                "sklearn-iris",
+                "kserve-test",
+                vec![crate::support::manifest::traffic(
+                    "sklearn-iris-predictor-00001",
+                    100,
+                    None,
+                    true,
+                )],
+            )
+            .yaml(),
+        )],
+        Options {
+            endpoints: vec![(
+                "kserve-test/sklearn-iris-predictor-00001".into(),
+                vec![format!("\"{up}\"")],
+            )],
+            extra: extra.into(),
+            ..Default::default()
+        },
+    )
+}
