@@ -912,3 +912,37 @@ async fn cookies_are_secure_over_tls_or_by_config() {
     .await;
     assert!(forced.contains("; Secure"), "{forced}");
 }
+
+/// A listener with `auth: false` serves without authentication next to one that requires it,
+/// and still strips client-sent identity headers.
+#[tokio::test]
+async fn listener_can_opt_out() {
+    let port = free_port();
+    let open_port = free_port();
+    let provider = OidcProvider::start(&[redirect_uri(port)]).await;
+    let up = Upstream::start("iris").await;
+    let open_up = Upstream::start("open").await;
+    let mut opts = auth_options(&provider.issuer(), port, &up, &open_up, "");
+    opts.extra = format!(
+        "  - address: \"127.0.0.1:{open_port}\"\n    auth: false\n{}",
+        opts.extra
+    );
+    opts.extra_listeners = true;
+    let gw = Gateway::start(&manifests(), opts).await;
+    assert_eq!(status_with(&gw, None, None).await.0, 401);
+    let r = gw
+        .client
+        .get(format!(
+            "http://127.0.0.1:{open_port}/v1/models/sklearn-iris"
+        ))
+        .header("host", IRIS)
+        .header("kubeflow-userid", "evil@example.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        up.requests().last().unwrap().header("kubeflow-userid"),
+        None
+    );
+}
