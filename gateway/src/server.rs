@@ -86,6 +86,9 @@ pub fn run(settings: Settings) -> i32 {
     let pid = std::process::id();
     let conf = ServerConf {
         threads: settings.threads,
+        // One current-thread runtime per worker instead of tokio's work-stealing pool: no
+        // cross-thread task hand-offs on the request path (see BENCHMARKS.md).
+        work_stealing: false,
         grace_period_seconds: Some(settings.shutdown.grace_period.as_secs()),
         graceful_shutdown_timeout_seconds: Some(settings.shutdown.drain_timeout.as_secs()),
         // Per instance, so two gateways on one host (tests, blue/green) do not collide.
