@@ -42,8 +42,9 @@ impl Ca {
 }
 
 /// A TLS listener serves by SNI: the exact certificate for its name, the wildcard for other
-/// names under it; the request reaches the model with `X-Forwarded-Proto: https`, and a plain
-/// listener next to it keeps working.
+/// names under it, over HTTP/2 (ALPN, no `Host` header: `:authority` routes); the request
+/// reaches the model with `X-Forwarded-Proto: https`, and a plain listener next to it keeps
+/// working.
 #[tokio::test]
 async fn tls_listener_picks_certificate_by_sni() {
     let ca = Ca::new();
@@ -89,6 +90,8 @@ async fn tls_listener_picks_certificate_by_sni() {
             .await
             .unwrap_or_else(|e| panic!("{host}: {e:?}\n{}", gw.log()));
         assert_eq!(r.status(), 200, "{host}");
+        // HTTP/2 is offered by ALPN and taken by the client.
+        assert_eq!(r.version(), reqwest::Version::HTTP_2, "{host}");
         let info = r.extensions().get::<reqwest::tls::TlsInfo>().unwrap();
         assert_eq!(
             info.peer_certificate(),
