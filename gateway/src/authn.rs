@@ -6,7 +6,7 @@ use arc_swap::ArcSwapOption;
 use auth::config::AuthSettings;
 use auth::decide::{decide, AuthDecision, RequestInfo};
 use auth::flow::{self, LoginStart};
-use auth::jwt::{KeyCache, VerifyParams};
+use auth::jwt::{KeyCache, TokenError, Verified, VerifyParams};
 use auth::provider::{self, ProviderMetadata};
 use auth::session::{self, Identity, Session, SessionCodec};
 use pingora::server::ShutdownWatch;
@@ -60,7 +60,7 @@ impl Authn {
             audiences: settings.audiences.clone(),
             leeway_secs: settings.leeway.as_secs(),
             userid_claim: settings.userid_claim.clone(),
-            userid_prefix: String::new(),
+            userid_prefix: settings.userid_prefix.clone(),
             groups_claim: settings.groups_claim.clone(),
         };
         let host = settings
@@ -158,6 +158,18 @@ impl Authn {
     /// Verifies a bearer JWT; an unknown `kid` triggers one (single-flight, rate-limited)
     /// refetch of the keys.
     pub async fn verify_jwt(&self, token: &str, now: u64) -> Result<Identity, String> {
+        self.verify(token, now)
+            .await
+            .map(|v| Identity {
+                user: v.user,
+                groups: v.groups,
+            })
+            .map_err(|e| e.to_string())
+    }
+
+    /// Verification with the cached keys and, for an unknown `kid`, one refetch. The user is
+    /// already prefixed (`VerifyParams::userid_prefix`).
+    async fn verify(&self, token: &str, now: u64) -> Result<Verified, TokenError> {
         let meta = self.meta.load_full();
         let fetch = || async move {
             match meta {
@@ -165,14 +177,7 @@ impl Authn {
                 None => Err("provider not discovered yet".to_string()),
             }
         };
-        self.keys
-            .verify(token, &self.params, now, fetch)
-            .await
-            .map(|v| Identity {
-                user: format!("{}{}", self.settings.userid_prefix, v.user),
-                groups: v.groups,
-            })
-            .map_err(|e| e.to_string())
+        self.keys.verify(token, &self.params, now, fetch).await
     }
 
     /// The decision for one request. A bearer JWT is verified first (async, may refetch keys);
@@ -249,36 +254,21 @@ impl Authn {
             &self.redirect_uri(host, tls),
         )
         .await?;
-        let meta_for_fetch = meta.clone();
         let verified = self
-            .keys
-            .verify(&id_token, &self.params, now, || async move {
-                provider::fetch_jwks(&self.http, &meta_for_fetch.jwks_uri).await
-            })
+            .verify(&id_token, now)
             .await
             .map_err(|e| format!("ID token from the provider: {e}"))?;
         if verified.nonce.as_deref() != Some(pending.nonce.as_str()) {
             return Err("ID token nonce does not match the login".into());
         }
-        let session = Session {
-            identity: Identity {
-                user: format!("{}{}", self.settings.userid_prefix, verified.user),
-                groups: verified.groups,
-            },
-            expires_at: now + self.settings.session_lifetime.as_secs(),
+        let identity = Identity {
+            user: verified.user,
+            groups: verified.groups,
         };
-        let sealed = self
-            .codec
-            .seal_session(&self.settings.cookie_name, &session);
         Ok((
             pending.return_to,
             vec![
-                session::session_cookie(
-                    &self.settings.cookie_name,
-                    &sealed,
-                    self.settings.session_lifetime,
-                    secure,
-                ),
+                flow::session_set_cookie(&self.settings, &self.codec, identity, now, secure),
                 pending.clear_state_cookie,
             ],
         ))
