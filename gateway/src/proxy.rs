@@ -292,7 +292,7 @@ impl ProxyHttp for Gateway {
         let snapshot = self.live.current.load_full();
         let route = snapshot.table.lookup(&host).cloned();
         ctx.snapshot = Some(snapshot);
-        ctx.host = Some(host.clone());
+        ctx.host = Some(host);
         if let Some(authn) = self.authn.clone() {
             match self
                 .authenticate(&authn, session, ctx, route.as_deref())
@@ -304,6 +304,7 @@ impl ProxyHttp for Gateway {
             }
         }
         let Some(route) = route else {
+            let host = ctx.host.clone().unwrap_or_default();
             return self
                 .reject(session, ctx, GatewayError::UnknownHost(host))
                 .await;
@@ -331,7 +332,6 @@ impl ProxyHttp for Gateway {
         let (Some(target), Some(snapshot)) = (&ctx.target, &ctx.snapshot) else {
             return Err(GatewayError::Internal.into_pingora());
         };
-        let isvc = ctx.isvc_label();
         let resolved = &snapshot.resolved;
         while let Some(idx) = target.pick(fastrand::u32(..), &ctx.tried) {
             ctx.tried.push(idx);
@@ -344,7 +344,7 @@ impl ProxyHttp for Gateway {
             let count = addrs.clone().count();
             let Some(addr) = addrs.clone().nth(fastrand::usize(..count.max(1))) else {
                 // Never resolved: as good as a refused connection.
-                tracing::warn!(isvc = %isvc, revision = %backend.revision, "no address for revision");
+                tracing::warn!(isvc = %ctx.isvc_label(), revision = %backend.revision, "no address for revision");
                 let (ns, name) = ctx.route_labels();
                 self.live
                     .metrics
@@ -375,7 +375,10 @@ impl ProxyHttp for Gateway {
             ctx.upstream_start = Some(Instant::now());
             return Ok(Box::new(peer));
         }
-        Err(GatewayError::NoRevisionReachable { isvc }.into_pingora())
+        Err(GatewayError::NoRevisionReachable {
+            isvc: ctx.isvc_label(),
+        }
+        .into_pingora())
     }
 
     fn fail_to_connect(
