@@ -322,7 +322,8 @@ def report(args):
         for s in oneshot:
             p(f"- `routes` one-shot (`cargo bench -p routes --bench table_oneshot`): {s['isvcs']:,} objects "
               f"({s['hosts']:,} hosts, {s['input_bytes'] / 2**20:.1f} MiB of YAML): first build "
-              f"{s['first_build_ms']:.0f} ms, rebuild {s['rebuild_ms']:.0f} ms; the table holds "
+              f"{s['first_build_ms']:.0f} ms, rebuild with every file unchanged {s['rebuild_ms']:.0f} ms, "
+              f"reload with one file of {s['isvcs'] // 100} changed {s.get('one_file_changed_ms', float('nan')):.0f} ms; the table holds "
               f"{s['table_rss_kib'] / 1024:.1f} MiB resident, peak {s['peak_rss_kib'] / 1024:.1f} MiB.")
         for s in start:
             p(f"- modelgate started on {s['isvcs']:,} objects ({s['hosts']:,} hosts): ready after "
@@ -378,8 +379,11 @@ def report(args):
         if rss is not None:
                 goal("peak RSS < 32 MiB at 64 connections", f"{rss:.1f} MiB", rss < GOAL_RSS_MIB)
     for s in oneshot:
-        goal("table build for 10,000 InferenceServices < 200 ms", f"{s['first_build_ms']:.0f} ms",
-             s["first_build_ms"] < GOAL_BUILD_MS)
+        goal("table build for 10,000 InferenceServices < 200 ms (cold, 12 MB of YAML parsed)",
+             f"{s['first_build_ms']:.0f} ms", s["first_build_ms"] < GOAL_BUILD_MS)
+        if "one_file_changed_ms" in s:
+            goal("table rebuild for 10,000 InferenceServices < 200 ms (reload, one file changed)",
+                 f"{s['one_file_changed_ms']:.0f} ms", s["one_file_changed_ms"] < GOAL_BUILD_MS)
     p("")
     for name in ("state-start.txt", "state-end.txt"):
         path = os.path.join(d, name)

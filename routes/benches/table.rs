@@ -6,6 +6,9 @@
 
 mod common;
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use routes::{normalize_host, Catalog};
 use std::hint::black_box;

@@ -13,8 +13,8 @@
 //!   `namespace/name`, then file path) keeps it and the other gets an error for that host only.
 
 use crate::isvc::{self, FieldError, ObjectRoutes, Parsed, State};
-use crate::table::{Endpoint, HostRoute, IsvcRef, RouteTable};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use crate::table::{Endpoint, HostMap, IsvcRef, RouteTable};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
 
@@ -93,8 +93,20 @@ pub struct Catalog {
     options: BuildOptions,
     generation: u64,
     /// By file path: the objects the file held at its last successful parse.
-    files: BTreeMap<String, Vec<Held>>,
+    files: BTreeMap<String, FileState>,
     routed: usize,
+}
+
+/// A file as of its last successful parse. A reload re-reads every file, but only a file whose
+/// text changed is parsed again: parsing is most of a build (serde_yaml reads about 25 MB/s
+/// here), and a reload usually changes one file of many.
+#[derive(Debug)]
+struct FileState {
+    /// Length and SipHash of the text that was parsed.
+    digest: (usize, u64),
+    held: Vec<Held>,
+    /// The problems that parse found; reported again on every build while the file is unchanged.
+    errors: Vec<ObjectError>,
 }
 
 /// One object as held by one file.
@@ -105,6 +117,9 @@ struct Held {
     /// The last good routes; `None` while the object never was ready, or is stopped.
     routes: Option<Arc<ObjectRoutes>>,
 }
+
+/// Below this many changed files, parsing on more threads costs more than it saves.
+const PARALLEL_FILES: usize = 8;
 
 impl Catalog {
     pub fn new(options: BuildOptions) -> Self {
@@ -123,6 +138,7 @@ impl Catalog {
         let mut previous = std::mem::take(&mut self.files);
         let mut sorted: Vec<&SourceFile> = files.iter().collect();
         sorted.sort_by(|a, b| a.path.cmp(&b.path));
+        let mut jobs = Vec::with_capacity(sorted.len());
         for (i, file) in sorted.iter().enumerate() {
             if i > 0 && sorted[i - 1].path == file.path {
                 errors.push(ObjectError::file(
@@ -131,31 +147,96 @@ impl Catalog {
                 ));
                 continue;
             }
-            let prev = previous.remove(&file.path);
-            let held = match &file.contents {
-                Err(reason) => {
-                    errors.push(ObjectError::file(
-                        &file.path,
-                        format!("cannot read: {reason}"),
-                    ));
-                    prev
-                }
-                Ok(text) => match parse_documents(text) {
-                    Err(message) => {
-                        errors.push(ObjectError::file(&file.path, message));
-                        prev
-                    }
-                    Ok(docs) => Some(self.read_file(&file.path, docs, prev, &mut errors)),
+            jobs.push(Job {
+                file,
+                text: match &file.contents {
+                    Ok(text) => Ok((text, digest(text))),
+                    Err(reason) => Err(reason),
                 },
-            };
-            if let Some(held) = held {
-                self.files.insert(file.path.clone(), held);
-            }
+                prev: previous.remove(&file.path),
+            });
         }
         // Whatever is left in `previous` is a file gone from the source: its objects go too.
+        for (file, (state, file_errors)) in self.read_all(jobs) {
+            errors.extend(file_errors);
+            if let Some(state) = state {
+                self.files.insert(file.path.clone(), state);
+            }
+        }
         self.generation += 1;
         let table = self.build(&mut errors);
         Outcome { table, errors }
+    }
+
+    /// Reads every file (in parallel when many changed), keeping the input order so errors and
+    /// host conflicts come out the same however the work was split.
+    fn read_all<'f>(&self, jobs: Vec<Job<'f>>) -> Vec<(&'f SourceFile, FileRead)> {
+        let changed = jobs
+            .iter()
+            .filter(|j| j.prev.as_ref().map(|p| p.digest) != j.text.as_ref().ok().map(|t| t.1))
+            .count();
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        if changed < PARALLEL_FILES || threads < 2 {
+            return jobs
+                .into_iter()
+                .map(|job| (job.file, self.read_source(job)))
+                .collect();
+        }
+        let per_thread = jobs.len().div_ceil(threads);
+        let mut chunks: Vec<Vec<_>> = Vec::new();
+        let mut jobs = jobs.into_iter().peekable();
+        while jobs.peek().is_some() {
+            chunks.push(jobs.by_ref().take(per_thread).collect());
+        }
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = chunks
+                .into_iter()
+                .map(|chunk| {
+                    scope.spawn(move || {
+                        chunk
+                            .into_iter()
+                            .map(|job| (job.file, self.read_source(job)))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                .collect()
+        })
+    }
+
+    /// One file: its state for the next build and the errors to report now. A file that cannot
+    /// be read or parsed keeps its previous state (and reports only why it failed).
+    fn read_source(&self, job: Job<'_>) -> FileRead {
+        let Job { file, text, prev } = job;
+        let (text, digest) = match text {
+            Ok(read) => read,
+            Err(reason) => {
+                let e = ObjectError::file(&file.path, format!("cannot read: {reason}"));
+                return (prev, vec![e]);
+            }
+        };
+        let prev = match prev {
+            Some(same) if same.digest == digest => {
+                let errors = same.errors.clone();
+                return (Some(same), errors);
+            }
+            prev => prev,
+        };
+        let docs = match parse_documents(text) {
+            Err(message) => return (prev, vec![ObjectError::file(&file.path, message)]),
+            Ok(docs) => docs,
+        };
+        let mut errors = Vec::new();
+        let held = self.read_file(&file.path, docs, prev.map(|p| p.held), &mut errors);
+        let state = FileState {
+            digest,
+            held,
+            errors: errors.clone(),
+        };
+        (Some(state), errors)
     }
 
     /// Number of InferenceServices that currently have routes.
@@ -171,6 +252,7 @@ impl Catalog {
         errors: &mut Vec<ObjectError>,
     ) -> Vec<Held> {
         let prev = prev.unwrap_or_default();
+        let prev: HashMap<&IsvcRef, &Held> = prev.iter().map(|h| (&h.isvc, h)).collect();
         // Errors about something that has no name say which document it was.
         let in_doc = |i: usize, mut e: FieldError| {
             e.message = format!("{} (document {})", e.message, i + 1);
@@ -185,6 +267,7 @@ impl Catalog {
             objects.extend(found.into_iter().map(|(prefix, obj)| (i, prefix, obj)));
         }
         let mut held: Vec<Held> = Vec::new();
+        let mut seen = HashSet::new();
         for (i, prefix, obj) in &objects {
             let converted = match isvc::convert(obj, prefix, &self.options) {
                 Parsed::Ignored => continue,
@@ -195,7 +278,7 @@ impl Catalog {
                 Parsed::Object(c) => *c,
             };
             let object = Some(&converted.isvc);
-            if held.iter().any(|h| h.isvc == converted.isvc) {
+            if !seen.insert(converted.isvc.clone()) {
                 errors.push(ObjectError::new(
                     path,
                     object,
@@ -212,11 +295,7 @@ impl Catalog {
                     .into_iter()
                     .map(|e| ObjectError::new(path, object, e)),
             );
-            let last_good = || {
-                prev.iter()
-                    .find(|h| h.isvc == converted.isvc)
-                    .and_then(|h| h.routes.clone())
-            };
+            let last_good = || prev.get(&converted.isvc).and_then(|h| h.routes.clone());
             let routes = match converted.state {
                 State::Routes(r) => Some(Arc::new(r)),
                 State::Stopped => None,
@@ -236,8 +315,9 @@ impl Catalog {
         let mut claims: Vec<(&str, &Held, &Arc<ObjectRoutes>)> = self
             .files
             .iter()
-            .flat_map(|(path, held)| {
-                held.iter()
+            .flat_map(|(path, file)| {
+                file.held
+                    .iter()
                     .filter_map(move |h| h.routes.as_ref().map(|r| (path.as_str(), h, r)))
             })
             .collect();
@@ -250,15 +330,21 @@ impl Catalog {
                 pb,
             ))
         });
-        let mut hosts: HashMap<String, Arc<HostRoute>> = HashMap::new();
-        let mut owners: HashMap<&str, (&str, &IsvcRef)> = HashMap::new();
-        let mut routed = BTreeSet::new();
-        for (path, held, routes) in &claims {
+        let capacity = claims.iter().map(|(_, _, r)| r.hosts.len()).sum();
+        let mut hosts = HostMap::with_capacity_and_hasher(capacity, Default::default());
+        // Which claim owns each host, for the message when a newer object wants it too.
+        let mut owner: HashMap<&str, usize, _> =
+            HashMap::with_capacity_and_hasher(capacity, foldhash::fast::RandomState::default());
+        self.routed = 0;
+        for (i, (path, held, routes)) in claims.iter().enumerate() {
+            let mut routed = false;
             for (host, route) in &routes.hosts {
-                if let Some((winner_path, winner)) = owners.get(host.as_str()) {
+                if let Some(&w) = owner.get(&**host) {
+                    let (winner_path, winner, _) = claims[w];
                     let message = format!(
-                        "host {host} is already routed to {winner} (from {winner_path}), \
-                         which is older; this object does not get it"
+                        "host {host} is already routed to {} (from {winner_path}), \
+                         which is older; this object does not get it",
+                        winner.isvc
                     );
                     errors.push(ObjectError::new(
                         path,
@@ -270,14 +356,32 @@ impl Catalog {
                     ));
                     continue;
                 }
-                owners.insert(host, (path, &held.isvc));
+                owner.insert(host, i);
                 hosts.insert(host.clone(), route.clone());
-                routed.insert(&held.isvc);
+                routed = true;
             }
+            self.routed += usize::from(routed);
         }
-        self.routed = routed.len();
         RouteTable::new(self.generation, hosts)
     }
+}
+
+/// The state a file leaves for the next build, and its errors for this one.
+type FileRead = (Option<FileState>, Vec<ObjectError>);
+
+fn digest(text: &str) -> (usize, u64) {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    text.hash(&mut h);
+    (text.len(), h.finish())
+}
+
+/// One file to read, with what it held last time.
+struct Job<'f> {
+    file: &'f SourceFile,
+    /// The text and its digest, or why the file could not be read.
+    text: Result<(&'f str, (usize, u64)), &'f str>,
+    prev: Option<FileState>,
 }
 
 /// Splits a file into its YAML documents. Any syntax error fails the whole file (naming the

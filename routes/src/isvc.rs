@@ -35,15 +35,15 @@ pub struct FieldError {
 /// component hosts), each host once.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ObjectRoutes {
-    pub hosts: Vec<(String, Arc<HostRoute>)>,
+    pub hosts: Vec<(Arc<str>, Arc<HostRoute>)>,
 }
 
 impl ObjectRoutes {
     /// The first claim on a host within one object wins: a component host that happens to equal
     /// the main host (RawDeployment without a virtual host) keeps the main route.
     fn add(&mut self, host: &str, route: &Arc<HostRoute>) {
-        if !self.hosts.iter().any(|(h, _)| h == host) {
-            self.hosts.push((host.to_string(), route.clone()));
+        if !self.hosts.iter().any(|(h, _)| &**h == host) {
+            self.hosts.push((host.into(), route.clone()));
         }
     }
 }
@@ -386,34 +386,28 @@ impl Cx<'_> {
         if !ready {
             return State::NotReady;
         }
+        let no_status = Mapping::new();
         let status = self
             .r
             .map(get(obj, "status"), "status")
-            .cloned()
-            .unwrap_or_default();
-        let main = self.main_hosts(&status);
+            .unwrap_or(&no_status);
+        let main = self.main_hosts(status);
         let domain = main.first().and_then(|h| {
             h.strip_prefix(&format!("{}.{}.", self.isvc.name, self.isvc.namespace))
                 .map(str::to_string)
         });
-        let cstatus = self
-            .r
-            .map(mget(&status, "components"), "status.components")
-            .cloned();
+        let cstatus = self.r.map(mget(status, "components"), "status.components");
         let mut built: BTreeMap<&str, Built> = BTreeMap::new();
         for (c, timeout) in &components {
             let field = format!("status.components.{c}");
-            let Some(cs) = cstatus
-                .as_ref()
-                .and_then(|m| self.r.map(mget(m, c), &field).cloned())
-            else {
+            let Some(cs) = cstatus.and_then(|m| self.r.map(mget(m, c), &field)) else {
                 self.r.err(
                     field,
                     format!("missing although {}Ready is True", capitalise(c)),
                 );
                 continue;
             };
-            let cs = self.component_status(&cs, &field, mode);
+            let cs = self.component_status(cs, &field, mode);
             let service = match flavor {
                 Flavor::KubeflowV1beta1 => format!("{}-{c}-default", self.isvc.name),
                 _ => format!("{}-{c}", self.isvc.name),
@@ -487,12 +481,8 @@ impl Cx<'_> {
             None if mget(status, "url").is_none() => self.r.err("status.url", "missing"),
             None => {}
         }
-        if let Some(address) = self
-            .r
-            .map(mget(status, "address"), "status.address")
-            .cloned()
-        {
-            if let Some(h) = self.r.url(mget(&address, "url"), "status.address.url") {
+        if let Some(address) = self.r.map(mget(status, "address"), "status.address") {
+            if let Some(h) = self.r.url(mget(address, "url"), "status.address.url") {
                 for form in cluster_local_forms(&h) {
                     if !hosts.contains(&form) {
                         hosts.push(form);
@@ -508,12 +498,8 @@ impl Cx<'_> {
             url: self.r.url(mget(cs, "url"), &format!("{field}.url")),
             ..Default::default()
         };
-        if let Some(a) = self
-            .r
-            .map(mget(cs, "address"), &format!("{field}.address"))
-            .cloned()
-        {
-            out.address = self.r.url(mget(&a, "url"), &format!("{field}.address.url"));
+        if let Some(a) = self.r.map(mget(cs, "address"), &format!("{field}.address")) {
+            out.address = self.r.url(mget(a, "url"), &format!("{field}.address.url"));
         }
         if mode == Mode::Raw {
             return out;
@@ -525,18 +511,15 @@ impl Cx<'_> {
                 &format!("{field}.latestReadyRevision"),
             )
             .map(str::to_string);
-        let traffic = self
-            .r
-            .seq(mget(cs, "traffic"), &format!("{field}.traffic"))
-            .cloned();
-        for (i, t) in traffic.unwrap_or_default().iter().enumerate() {
+        let traffic = self.r.seq(mget(cs, "traffic"), &format!("{field}.traffic"));
+        for (i, t) in traffic.into_iter().flatten().enumerate() {
             let tf = format!("{field}.traffic[{i}]");
-            let Some(t) = self.r.map(Some(t), &tf).cloned() else {
+            let Some(t) = self.r.map(Some(t), &tf) else {
                 continue;
             };
             let revision_name = self
                 .r
-                .required_str(mget(&t, "revisionName"), &format!("{tf}.revisionName"));
+                .required_str(mget(t, "revisionName"), &format!("{tf}.revisionName"));
             if let Some(rev) = revision_name {
                 if !is_dns_label(rev) {
                     self.r.err(
@@ -545,11 +528,11 @@ impl Cx<'_> {
                     );
                 }
             }
-            let percent_field = mget(&t, "percent");
+            let percent_field = mget(t, "percent");
             let percent = self.r.percent(percent_field, &format!("{tf}.percent"));
             let percent_ok = percent.is_some() || percent_field.is_none();
             let percent = percent.unwrap_or(0);
-            let tag = self.r.str(mget(&t, "tag"), &format!("{tf}.tag"));
+            let tag = self.r.str(mget(t, "tag"), &format!("{tf}.tag"));
             if let Some(tag) = tag {
                 if !is_dns_label(tag) {
                     self.r.err(
@@ -560,13 +543,13 @@ impl Cx<'_> {
             }
             let _ = self
                 .r
-                .bool(mget(&t, "latestRevision"), &format!("{tf}.latestRevision"));
+                .bool(mget(t, "latestRevision"), &format!("{tf}.latestRevision"));
             out.traffic.push(TrafficTarget {
                 revision_name: revision_name.map(str::to_string),
                 percent,
                 percent_ok,
                 tag: tag.map(str::to_string),
-                url: self.r.url(mget(&t, "url"), &format!("{tf}.url")),
+                url: self.r.url(mget(t, "url"), &format!("{tf}.url")),
             });
         }
         out
@@ -707,15 +690,15 @@ impl Cx<'_> {
     /// `serving.kubeflow.org/v1alpha2`: a default and an optional canary Knative Service per
     /// component, weighted by `status.traffic` and `status.canaryTraffic`.
     fn v1alpha2(&mut self, obj: &Value) -> State {
-        let Some(spec) = self.r.map(get(obj, "spec"), "spec").cloned() else {
+        let Some(spec) = self.r.map(get(obj, "spec"), "spec") else {
             self.r.err("spec", "missing");
             return State::Invalid;
         };
         let mut ends: Vec<(&str, Vec<&str>)> = Vec::new();
         for end in ["default", "canary"] {
             let field = format!("spec.{end}");
-            let Some(espec) = self.r.map(mget(&spec, end), &field).cloned() else {
-                if end == "default" && mget(&spec, end).is_none() {
+            let Some(espec) = self.r.map(mget(spec, end), &field) else {
+                if end == "default" && mget(spec, end).is_none() {
                     self.r.err(field, "missing");
                 }
                 continue;
@@ -724,33 +707,33 @@ impl Cx<'_> {
             for c in ["predictor", "transformer", "explainer"] {
                 if self
                     .r
-                    .map(mget(&espec, c), &format!("{field}.{c}"))
+                    .map(mget(espec, c), &format!("{field}.{c}"))
                     .is_some()
                 {
                     comps.push(c);
-                } else if c == "predictor" && mget(&espec, c).is_none() {
+                } else if c == "predictor" && mget(espec, c).is_none() {
                     self.r.err(format!("{field}.predictor"), "missing");
                 }
             }
             ends.push((end, comps));
         }
         let _ = self.r.percent(
-            mget(&spec, "canaryTrafficPercent"),
+            mget(spec, "canaryTrafficPercent"),
             "spec.canaryTrafficPercent",
         );
+        let no_status = Mapping::new();
         let status = self
             .r
             .map(get(obj, "status"), "status")
-            .cloned()
-            .unwrap_or_default();
+            .unwrap_or(&no_status);
         // `traffic` and `canaryTraffic` are `omitempty` ints: absent means 0.
         let traffic = self
             .r
-            .percent(mget(&status, "traffic"), "status.traffic")
+            .percent(mget(status, "traffic"), "status.traffic")
             .unwrap_or(0);
         let canary_traffic = self
             .r
-            .percent(mget(&status, "canaryTraffic"), "status.canaryTraffic")
+            .percent(mget(status, "canaryTraffic"), "status.canaryTraffic")
             .unwrap_or(0);
         let Some((_, default_comps)) = ends.iter().find(|(e, _)| *e == "default").cloned() else {
             return State::Invalid;
@@ -780,7 +763,7 @@ impl Cx<'_> {
                 ),
             );
         }
-        let main = self.main_hosts(&status);
+        let main = self.main_hosts(status);
         let ns = self.isvc.namespace.clone();
         let mut built: BTreeMap<&str, (Arc<Target>, OwnHosts)> = BTreeMap::new();
         for c in &default_comps {
@@ -794,15 +777,15 @@ impl Cx<'_> {
                 let field = format!("status.{end}.{c}");
                 let cs = self
                     .r
-                    .map(mget(&status, end), &format!("status.{end}"))
-                    .and_then(|m| mget(m, c).cloned());
-                let Some(cs) = self.r.map(cs.as_ref(), &field).cloned() else {
+                    .map(mget(status, end), &format!("status.{end}"))
+                    .and_then(|m| mget(m, c));
+                let Some(cs) = self.r.map(cs, &field) else {
                     self.r.err(field, "missing");
                     continue;
                 };
                 let Some(rev) = self
                     .r
-                    .required_str(mget(&cs, "name"), &format!("{field}.name"))
+                    .required_str(mget(cs, "name"), &format!("{field}.name"))
                     .map(str::to_string)
                 else {
                     continue;
@@ -822,7 +805,7 @@ impl Cx<'_> {
                     endpoints,
                     knative: true,
                 };
-                if let Some(h) = self.r.host(mget(&cs, "host"), &format!("{field}.host")) {
+                if let Some(h) = self.r.host(mget(cs, "host"), &format!("{field}.host")) {
                     own.push((
                         h,
                         Arc::new(Target {

@@ -174,16 +174,22 @@ pub fn is_explain_path(path: &str) -> bool {
         })
 }
 
+/// Hosts to routes. Keys are shared with the objects that claim them (no copy per build);
+/// foldhash rather than SipHash because every request hashes its `Host` here and a build
+/// inserts every host: the keys come from the route source, not from clients, so flooding one
+/// bucket is not something a client can do.
+pub type HostMap = HashMap<Arc<str>, Arc<HostRoute>, foldhash::fast::RandomState>;
+
 /// The whole table, keyed by normalised host.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RouteTable {
     generation: u64,
-    hosts: HashMap<String, Arc<HostRoute>>,
+    hosts: HostMap,
 }
 
 impl RouteTable {
     /// Hosts must already be normalised ([`crate::normalize_host`]).
-    pub fn new(generation: u64, hosts: HashMap<String, Arc<HostRoute>>) -> Self {
+    pub fn new(generation: u64, hosts: HostMap) -> Self {
         RouteTable { generation, hosts }
     }
 
@@ -207,7 +213,7 @@ impl RouteTable {
 
     /// Hosts in sorted order, for stable output.
     pub fn hosts(&self) -> BTreeMap<&str, &Arc<HostRoute>> {
-        self.hosts.iter().map(|(h, r)| (h.as_str(), r)).collect()
+        self.hosts.iter().map(|(h, r)| (&**h, r)).collect()
     }
 
     /// Every endpoint any backend names, for the gateway's resolver.
