@@ -7,28 +7,24 @@
 use crate::config::AuthSettings;
 use crate::session::Identity;
 
-/// Normalises a header name the way proxies and frameworks conflate them: case-insensitive,
-/// and `_` read as `-` (nginx with `underscores_in_headers`, CGI/WSGI environments, Envoy
-/// options).
-fn canonical(name: &str) -> String {
-    name.trim()
-        .chars()
-        .map(|c| {
-            if c == '_' {
-                '-'
-            } else {
-                c.to_ascii_lowercase()
-            }
-        })
-        .collect()
-}
-
 /// True when `name` is one of the identity headers in any spelling: any case, `_` for `-` (the
 /// gateway removes all of them from the client's request, on every path, before setting its
-/// own).
+/// own). The spellings are the ways proxies and frameworks conflate names: nginx with
+/// `underscores_in_headers`, CGI/WSGI environments, Envoy options. Runs for every header of
+/// every request, so it compares in place instead of normalising into new strings.
 pub fn is_identity_header(name: &str, identity_headers: &[&str]) -> bool {
-    let name = canonical(name);
-    identity_headers.iter().any(|h| canonical(h) == name)
+    fn fold(b: u8) -> u8 {
+        if b == b'_' {
+            b'-'
+        } else {
+            b.to_ascii_lowercase()
+        }
+    }
+    let name = name.trim().as_bytes();
+    identity_headers.iter().any(|h| {
+        let h = h.trim().as_bytes();
+        h.len() == name.len() && h.iter().zip(name).all(|(a, b)| fold(*a) == fold(*b))
+    })
 }
 
 /// The configured identity header names, for [`is_identity_header`].

@@ -2,6 +2,7 @@
 //! response. Hooks never build error responses by hand.
 
 use bytes::Bytes;
+use http::HeaderValue;
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 use pingora::{Error, ErrorType};
@@ -110,7 +111,7 @@ impl GatewayError {
 pub async fn respond(
     session: &mut Session,
     err: &GatewayError,
-    request_id: Option<&str>,
+    request_id: Option<&HeaderValue>,
     close: bool,
 ) -> pingora::Result<()> {
     let body = err.body();
@@ -118,7 +119,7 @@ pub async fn respond(
     resp.insert_header("content-type", "application/json")?;
     resp.insert_header("content-length", body.len().to_string())?;
     if let Some(id) = request_id {
-        resp.insert_header("x-request-id", id)?;
+        resp.insert_header("x-request-id", id.clone())?;
     }
     if let GatewayError::Unauthorized(why) = err {
         // RFC 6750 §3; the description must not break the quoted string.
@@ -147,13 +148,13 @@ pub async fn redirect(
     session: &mut Session,
     location: &str,
     cookies: &[String],
-    request_id: &str,
+    request_id: &HeaderValue,
 ) -> pingora::Result<()> {
     let mut resp = ResponseHeader::build(302, Some(4 + cookies.len()))?;
     resp.insert_header("location", location)?;
     resp.insert_header("content-length", "0")?;
     resp.insert_header("cache-control", "no-store")?;
-    resp.insert_header("x-request-id", request_id)?;
+    resp.insert_header("x-request-id", request_id.clone())?;
     for c in cookies {
         resp.append_header("set-cookie", c)?;
     }

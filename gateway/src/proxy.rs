@@ -9,6 +9,7 @@ use crate::request::{forwarded_for, new_request_id, request_host, request_id};
 use crate::state::{Live, Snapshot};
 use async_trait::async_trait;
 use bytes::Bytes;
+use http::HeaderValue;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::HttpPeer;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
@@ -45,10 +46,10 @@ pub struct Ctx {
     start: Instant,
     /// The table and addresses this request uses from start to end (retries included).
     snapshot: Option<Arc<Snapshot>>,
-    request_id: String,
+    request_id: HeaderValue,
     host: Option<String>,
     /// The `Host` as the client sent it (port included), for `X-Forwarded-Host` and redirects.
-    raw_host: String,
+    raw_host: HeaderValue,
     route: Option<Arc<HostRoute>>,
     /// Verified identity to pass upstream.
     identity: Option<auth::session::Identity>,
@@ -62,6 +63,11 @@ pub struct Ctx {
 }
 
 impl Ctx {
+    /// The client's `Host`, which `request_host` has already checked is ASCII.
+    fn raw_host(&self) -> &str {
+        self.raw_host.to_str().unwrap_or_default()
+    }
+
     fn revision(&self) -> &str {
         match (&self.target, self.backend) {
             (Some(t), Some(i)) => &t.backends[i].revision,
@@ -141,7 +147,7 @@ impl Gateway {
         if path == authn.settings.redirect_path {
             let query = req.uri.query().unwrap_or("").to_string();
             let outcome = authn
-                .finish_login(&query, cookie.as_deref(), &ctx.raw_host, self.tls())
+                .finish_login(&query, cookie.as_deref(), ctx.raw_host(), self.tls())
                 .await;
             return match outcome {
                 Ok((location, set_cookies)) => {
@@ -205,7 +211,7 @@ impl Gateway {
             }
             AuthDecision::Anonymous => return Ok(AuthStep::Continue),
             AuthDecision::Login => {
-                match authn.start_login(&ctx.raw_host, self.tls(), &path_and_query) {
+                match authn.start_login(ctx.raw_host(), self.tls(), &path_and_query) {
                     Some(login) => {
                         redirect(
                             session,
@@ -247,9 +253,9 @@ impl ProxyHttp for Gateway {
         Ctx {
             start: Instant::now(),
             snapshot: None,
-            request_id: String::new(),
+            request_id: HeaderValue::from_static(""),
             host: None,
-            raw_host: String::new(),
+            raw_host: HeaderValue::from_static(""),
             route: None,
             identity: None,
             target: None,
@@ -272,20 +278,18 @@ impl ProxyHttp for Gateway {
         // Identity headers are never trusted from a client, on any path, in any spelling.
         strip_identity_headers(session.req_header_mut(), &self.identity_headers);
         let req = session.req_header();
-        ctx.request_id = request_id(
-            req.headers.get("x-request-id").map(|v| v.as_bytes()),
-            new_request_id,
-        );
+        ctx.request_id = request_id(req.headers.get("x-request-id"), new_request_id);
         let host = match request_host(req) {
             Ok(h) => h,
             Err(why) => return self.reject(session, ctx, GatewayError::BadHost(why)).await,
         };
-        ctx.raw_host = req
-            .headers
-            .get(http::header::HOST)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
-            .unwrap_or_else(|| host.clone());
+        ctx.raw_host = match req.headers.get(http::header::HOST) {
+            Some(h) => h.clone(),
+            // HTTP/2 without `Host`: the authority, which `request_host` has just checked.
+            None => {
+                HeaderValue::from_str(&host).map_err(|_| GatewayError::Internal.into_pingora())?
+            }
+        };
         if !self.live.is_ready() {
             return self.reject(session, ctx, GatewayError::NotReady).await;
         }
@@ -436,7 +440,7 @@ impl ProxyHttp for Gateway {
         );
         upstream.insert_header("host", &target.upstream_host)?;
         // Set by the gateway only: what a client sent here is not trusted.
-        upstream.insert_header("x-forwarded-host", &ctx.raw_host)?;
+        upstream.insert_header("x-forwarded-host", ctx.raw_host.clone())?;
         upstream.insert_header("x-forwarded-proto", self.settings.scheme)?;
         match xff {
             Some(v) => upstream.insert_header("x-forwarded-for", v)?,
@@ -444,7 +448,7 @@ impl ProxyHttp for Gateway {
                 upstream.remove_header("x-forwarded-for");
             }
         }
-        upstream.insert_header("x-request-id", &ctx.request_id)?;
+        upstream.insert_header("x-request-id", ctx.request_id.clone())?;
         if let Some(id) = &ctx.identity {
             let [userid, groups] = &self.identity_headers;
             upstream.insert_header(userid.clone(), &id.user)?;
@@ -498,7 +502,7 @@ impl ProxyHttp for Gateway {
             ctx.upstream_elapsed = Some(start.elapsed());
         }
         resp.insert_header("x-modelgate-revision", ctx.revision())?;
-        resp.insert_header("x-request-id", &ctx.request_id)?;
+        resp.insert_header("x-request-id", ctx.request_id.clone())?;
         Ok(())
     }
 
@@ -575,7 +579,7 @@ impl ProxyHttp for Gateway {
             revision,
             upstream_ms = ctx.upstream_elapsed.map(|d| d.as_secs_f64() * 1000.0),
             total_ms = total.as_secs_f64() * 1000.0,
-            request_id = %ctx.request_id,
+            request_id = ctx.request_id.to_str().unwrap_or_default(),
             error = e.map(|e| e.etype().as_str()),
         );
     }

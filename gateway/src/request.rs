@@ -1,6 +1,7 @@
 //! Pure decisions about one request: which host it names, its request id, the forwarding
 //! headers. They take plain values so they are unit-tested without sockets.
 
+use http::HeaderValue;
 use pingora::http::RequestHeader;
 
 /// The request's host, normalised, or why there is none. HTTP/1.1 must carry exactly one `Host`
@@ -11,48 +12,54 @@ pub fn request_host(req: &RequestHeader) -> Result<String, String> {
         (Some(_), Some(_)) => return Err("more than one Host header".into()),
         (Some(h), None) => h
             .to_str()
-            .map_err(|_| "Host header is not ASCII".to_string())?
-            .to_string(),
+            .map_err(|_| "Host header is not ASCII".to_string())?,
         (None, _) => match req.uri.authority() {
-            Some(a) => a.as_str().to_string(),
+            Some(a) => a.as_str(),
             None => return Err("no Host header".into()),
         },
     };
-    routes::normalize_host(&raw).map_err(|e| e.to_string())
+    routes::normalize_host(raw).map_err(|e| e.to_string())
 }
 
 /// Keeps a client's `X-Request-Id` when it is a sane token (so traces join up across hops),
 /// else makes a new one. Sane: 1 to 128 of `[A-Za-z0-9._:-]`, nothing that could smuggle a
-/// header or break a log line.
-pub fn request_id(client: Option<&[u8]>, fresh: impl FnOnce() -> String) -> String {
+/// header or break a log line. A header value, because it is sent twice (upstream and back to
+/// the client) and a clone of one costs no copy.
+pub fn request_id(
+    client: Option<&HeaderValue>,
+    fresh: impl FnOnce() -> HeaderValue,
+) -> HeaderValue {
     match client {
         Some(v)
             if !v.is_empty()
                 && v.len() <= 128
-                && v.iter().all(|b| {
+                && v.as_bytes().iter().all(|b| {
                     b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-')
                 }) =>
         {
-            String::from_utf8_lossy(v).into_owned()
+            v.clone()
         }
         _ => fresh(),
     }
 }
 
 /// A random request id in UUID v4 form.
-pub fn new_request_id() -> String {
+pub fn new_request_id() -> HeaderValue {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let v = fastrand::u128(..);
     let v = (v & !(0xf000u128 << 64)) | (0x4000u128 << 64); // version 4
     let v = (v & !(0xc000u128 << 48)) | (0x8000u128 << 48); // RFC 4122 variant
-    let h = format!("{v:032x}");
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
+    let mut out = [0u8; 36];
+    let mut nibble = 32;
+    for (i, b) in out.iter_mut().enumerate() {
+        if matches!(i, 8 | 13 | 18 | 23) {
+            *b = b'-';
+        } else {
+            nibble -= 1;
+            *b = HEX[((v >> (nibble * 4)) & 0xf) as usize];
+        }
+    }
+    HeaderValue::from_bytes(&out).expect("hex digits and dashes are a valid header value")
 }
 
 /// `X-Forwarded-For` for the upstream: the client's chain with the peer appended, as Envoy and
@@ -114,16 +121,22 @@ mod tests {
     /// A valid client id is kept; anything else is replaced.
     #[test]
     fn request_ids() {
-        let fresh = || "new".to_string();
-        assert_eq!(request_id(Some(b"abc-123_x.y:z"), fresh), "abc-123_x.y:z");
+        let fresh = || HeaderValue::from_static("new");
+        let id = |v: &[u8]| request_id(Some(&HeaderValue::from_bytes(v).unwrap()), fresh);
+        assert_eq!(id(b"abc-123_x.y:z"), "abc-123_x.y:z");
         assert_eq!(request_id(None, fresh), "new");
-        assert_eq!(request_id(Some(b""), fresh), "new");
-        assert_eq!(request_id(Some(b"a b"), fresh), "new");
-        assert_eq!(request_id(Some(b"a\r\nx: y"), fresh), "new");
-        assert_eq!(request_id(Some(&[b'a'; 129]), fresh), "new");
+        assert_eq!(id(b""), "new");
+        assert_eq!(id(b"a b"), "new");
+        assert_eq!(id(b"a\tx: y"), "new");
+        assert_eq!(id(&[b'a'; 129]), "new");
+        assert_eq!(id(&[b'a'; 128]), std::str::from_utf8(&[b'a'; 128]).unwrap());
         let id = new_request_id();
-        assert_eq!(id.len(), 36);
-        assert_eq!(&id[14..15], "4");
+        let text = id.to_str().unwrap();
+        assert_eq!(text.len(), 36);
+        assert_eq!(&text[14..15], "4");
+        assert!(matches!(&text[19..20], "8" | "9" | "a" | "b"), "{text}");
+        assert_eq!(text.matches('-').count(), 4);
+        assert_eq!([8, 13, 18, 23].map(|i| &text[i..=i]), ["-"; 4]);
         assert_ne!(id, new_request_id());
     }
 
