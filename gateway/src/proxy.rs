@@ -249,6 +249,11 @@ impl Gateway {
 impl ProxyHttp for Gateway {
     type CTX = Ctx;
 
+    /// No modules: pingora's default adds a response-compression module, switched off, whose
+    /// context is still built and called on every request. Responses pass through as the model
+    /// server wrote them.
+    fn init_downstream_modules(&self, _modules: &mut pingora::modules::http::HttpModules) {}
+
     fn new_ctx(&self) -> Ctx {
         Ctx {
             start: Instant::now(),
