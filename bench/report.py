@@ -177,6 +177,16 @@ def record(args):
     print(json.dumps(out))
 
 
+def record_callgrind(args):
+    o = parse_oha(args.oha) or {"ok": 0, "errors": args.requests}
+    print(json.dumps({
+        "target": args.target, "scenario": args.scenario, "requests": args.requests,
+        "instructions": args.instructions,
+        "ir_per_req": args.instructions / args.requests if args.requests else None,
+        "ok": o["ok"], "errors": o["errors"],
+    }))
+
+
 def fmt(v, digits=1):
     if v is None:
         return "–"
@@ -342,6 +352,21 @@ def report(args):
                   f"{fmt(r['p99_ms'], 3)} | {fmt(r['p999_ms'], 3)} | {fmt(r['rss_mib'])} | {r['errors']} | {fmt(r['canary_pct'])} |")
         p("")
 
+    cg = load_jsonl(os.path.join(d, "callgrind.jsonl"))
+    if cg:
+        base = next((c["ir_per_req"] for c in cg if c["target"] == "nginx"), None)
+        p("### Instructions per request (callgrind)\n")
+        p("User-space instructions per proxied GET under callgrind (after 500 unmeasured requests, "
+          "64 keep-alive connections); the kernel's share is not counted. One run each: the "
+          "count does not depend on what else the machine is doing.\n")
+        p("| target | scenario | requests | errors | instructions/req | ×nginx |")
+        p("|---|---|---:|---:|---:|---:|")
+        for c in cg:
+            rel = c["ir_per_req"] / base if base and c["ir_per_req"] else None
+            p(f"| {c['target']} | {c['scenario']} | {c['requests']:,} | {c['errors']} | "
+              f"{fmt(c['ir_per_req'], 0)} | {fmt(rel, 2)} |")
+        p("")
+
     # Goals (targets for later work, not assertions).
     p("### Goals\n")
     p("| goal | figure | met |")
@@ -422,11 +447,18 @@ def main():
     r.add_argument("--split-oha", type=int, nargs=2, required=True)
     r.add_argument("--peak-rss-kib", type=int, required=True)
     r.add_argument("--has-proxy", type=int, required=True)
+    c = sub.add_parser("record-callgrind")
+    c.add_argument("--target", required=True)
+    c.add_argument("--scenario", required=True)
+    c.add_argument("--requests", type=int, required=True)
+    c.add_argument("--instructions", type=int, required=True)
+    c.add_argument("--oha", required=True)
     sub.add_parser("brief")
     rep = sub.add_parser("report")
     rep.add_argument("dir")
     args = ap.parse_args()
-    {"body": body, "gen-isvcs": gen_isvcs, "record": record, "brief": brief, "report": report}[args.cmd](args)
+    {"body": body, "gen-isvcs": gen_isvcs, "record": record, "record-callgrind": record_callgrind,
+     "brief": brief, "report": report}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,8 @@
 # Knobs (environment): ROUNDS=3 DURATION=10 (s per wrk run) RATE=2000 (req/s for the latency
 #   runs) RATE_DURATION=10 CONNECTIONS=64 TARGETS="direct nginx haproxy modelgate modelgate-auth"
 #   SCALE=1 (the 10,000-InferenceService part; 0 skips it) SCALE_ISVCS=10000 MICRO=1 (criterion
-#   benches; 0 skips) TARGET_DIR (cargo target dir, default <repo>/target) RESULTS (output dir,
+#   benches; 0 skips) CALLGRIND=1 (instructions per request under callgrind; 0 skips)
+#   CG_REQUESTS=5000 TARGET_DIR (cargo target dir, default <repo>/target) RESULTS (output dir,
 #   default bench/results/<UTC time>) PROXY_CPU=1 LOAD_CPU=0 NO_INSTALL=1 (fail instead).
 # Everything listens on 127.0.0.1 on ports picked free at start; every process started here is
 # stopped on exit.
@@ -25,6 +26,10 @@ TARGETS=${TARGETS:-"direct nginx haproxy modelgate modelgate-auth"}
 SCALE=${SCALE:-1}
 SCALE_ISVCS=${SCALE_ISVCS:-10000}
 MICRO=${MICRO:-1}
+CALLGRIND=${CALLGRIND:-1}
+CG_REQUESTS=${CG_REQUESTS:-5000}
+# A command the proxies are started under (valgrind, for the callgrind part); empty otherwise.
+WRAP=()
 TARGET_DIR=${TARGET_DIR:-$REPO/target}
 RESULTS=${RESULTS:-$BENCH_DIR/results/$(date -u +%Y%m%dT%H%M%SZ)}
 PROXY_CPU=${PROXY_CPU:-1}
@@ -93,6 +98,7 @@ install_tools() {
     command -v curl >/dev/null || missing+=(curl)
     command -v python3 >/dev/null || missing+=(python3)
     command -v node >/dev/null || missing+=(nodejs npm)
+    [[ $CALLGRIND == 0 ]] || command -v callgrind_control >/dev/null || missing+=(valgrind)
     if ((${#missing[@]})); then
         [[ ${NO_INSTALL:-0} == 1 ]] && die "missing: ${missing[*]}"
         log "installing ${missing[*]} (apt)"
@@ -227,7 +233,9 @@ fill() {
 start_nginx() {
     mkdir -p "$RUN/nginx-tmp"
     fill "$BENCH_DIR/nginx.conf" "$RUN/nginx.conf"
-    taskset -c "$PROXY_CPU" nginx -e "$RUN/nginx-error.log" -p "$RUN" -c "$RUN/nginx.conf" \
+    # Under valgrind, one process: callgrind then measures the process that serves.
+    ((${#WRAP[@]} == 0)) || sed -i 's/^master_process on;/master_process off;/' "$RUN/nginx.conf"
+    taskset -c "$PROXY_CPU" "${WRAP[@]}" nginx -e "$RUN/nginx-error.log" -p "$RUN" -c "$RUN/nginx.conf" \
         >>"$RUN/nginx.out" 2>&1 &
     TARGET_PID=$!; PIDS+=("$TARGET_PID")
     wait_for nginx curl -sf -o /dev/null -H "Host: $HOST" "http://127.0.0.1:$PROXY_PORT$PREDICT_PATH"
@@ -236,7 +244,7 @@ start_nginx() {
 
 start_haproxy() {
     fill "$BENCH_DIR/haproxy.cfg" "$RUN/haproxy.cfg"
-    taskset -c "$PROXY_CPU" haproxy -db -f "$RUN/haproxy.cfg" >>"$RUN/haproxy.out" 2>&1 &
+    taskset -c "$PROXY_CPU" "${WRAP[@]}" haproxy -db -f "$RUN/haproxy.cfg" >>"$RUN/haproxy.out" 2>&1 &
     TARGET_PID=$!; PIDS+=("$TARGET_PID")
     wait_for haproxy curl -sf -o /dev/null -H "Host: $HOST" "http://127.0.0.1:$PROXY_PORT$PREDICT_PATH"
     TARGET_PIDS=$(family "$TARGET_PID")
@@ -257,7 +265,7 @@ start_modelgate() {
     "$MODELGATE" validate --config "$RUN/modelgate.yaml" >>"$RUN/modelgate.out" 2>&1 \
         || die "modelgate validate failed: $(tail -5 "$RUN/modelgate.out")"
     MG_START=$(date +%s.%N)
-    taskset -c "$PROXY_CPU" "$MODELGATE" --config "$RUN/modelgate.yaml" >>"$RUN/modelgate.out" 2>&1 &
+    taskset -c "$PROXY_CPU" "${WRAP[@]}" "$MODELGATE" --config "$RUN/modelgate.yaml" >>"$RUN/modelgate.out" 2>&1 &
     TARGET_PID=$!; PIDS+=("$TARGET_PID")
     TRIES=${READY_TRIES:-200} wait_for "modelgate /readyz" curl -sf -o /dev/null "http://127.0.0.1:$ADMIN_PORT/readyz"
     MG_READY=$(date +%s.%N)
@@ -358,6 +366,56 @@ run_scale() {
     stop "$TARGET_PID"
 }
 
+# ---------------------------------------------------------------- instructions per request
+# callgrind_target TARGET SCENARIO HEADER...: the proxy under callgrind, CG_REQUESTS keep-alive
+# GETs (after 500 unmeasured ones), user-space instructions per request. Deterministic where
+# the timed figures are not: it does not move with what else runs on the machine. Kernel work
+# (the loopback TCP every proxy pays alike) is not counted.
+callgrind_target() {
+    local target=$1 scenario=$2; shift 2
+    local out=$RUN/callgrind h oha_h=() url="http://127.0.0.1:$PROXY_PORT$PREDICT_PATH"
+    local tag="callgrind-${target}-${scenario}"
+    rm -rf "$out"; mkdir -p "$out"
+    for h in "$@"; do oha_h+=(-H "$h"); done
+    WRAP=(valgrind --tool=callgrind --dump-instr=no "--callgrind-out-file=$out/cg.%p")
+    case $target in
+        nginx) TRIES=600 start_nginx ;;
+        haproxy) TRIES=600 start_haproxy ;;
+        modelgate) READY_TRIES=600 start_modelgate 0 "$RUN/isvc" ;;
+        modelgate-auth) READY_TRIES=600 start_modelgate 1 "$RUN/isvc" ;;
+    esac
+    WRAP=()
+    taskset -c "$LOAD_CPU" oha -n 500 -c "$CONNECTIONS" --no-tui "${oha_h[@]}" "$url" >/dev/null 2>&1
+    callgrind_control -z "$TARGET_PID" >/dev/null
+    taskset -c "$LOAD_CPU" oha -n "$CG_REQUESTS" -c "$CONNECTIONS" --no-tui --output-format json \
+        "${oha_h[@]}" "$url" >"$RAW/$tag.oha.json" 2>"$RAW/$tag.oha.err" || log "oha exited non-zero ($tag)"
+    callgrind_control -d "$TARGET_PID" >/dev/null
+    stop "$TARGET_PID"
+    local dump ir
+    dump=$(ls -t "$out"/cg.*.1 2>/dev/null | head -1)
+    [[ -n $dump ]] || { log "no callgrind dump for $tag"; return; }
+    ir=$(callgrind_annotate "$dump" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
+    cp "$dump" "$RAW/$tag.callgrind"
+    python3 "$BENCH_DIR/report.py" record-callgrind --target "$target" --scenario "$scenario" \
+        --requests "$CG_REQUESTS" --instructions "${ir:-0}" --oha "$RAW/$tag.oha.json" \
+        >>"$RESULTS/callgrind.jsonl"
+    log "  $tag: $(tail -1 "$RESULTS/callgrind.jsonl")"
+}
+
+run_callgrind() {
+    log "callgrind: instructions per request ($CG_REQUESTS GETs per target)"
+    local t
+    for t in $TARGETS; do
+        case $t in
+            nginx | haproxy | modelgate) callgrind_target "$t" get "Host: $HOST" ;;
+            modelgate-auth)
+                callgrind_target "$t" jwt-get "Host: $HOST" "Authorization: Bearer $TOKEN"
+                callgrind_target "$t" cookie-get "Host: $HOST" "Cookie: authservice_session=$COOKIE"
+                ;;
+        esac
+    done
+}
+
 reloads_ok() {
     curl -sf "http://127.0.0.1:$ADMIN_PORT/metrics" \
         | awk '/^modelgate_reloads_total/ && /result="success"/ {s += $2} END {print s + 0}'
@@ -412,6 +470,7 @@ main() {
         done
     done
 
+    if [[ $CALLGRIND == 1 ]]; then run_callgrind; fi
     if [[ $SCALE == 1 ]]; then
         (cd "$REPO" && CARGO_TARGET_DIR=$TARGET_DIR BENCH_ISVCS=$SCALE_ISVCS cargo bench -q -p routes --bench table_oneshot 2>/dev/null) \
             | grep '^{' | sed 's/^{/{"kind": "table_oneshot", /' >>"$RESULTS/scale.jsonl" || log "table_oneshot failed"
