@@ -63,9 +63,10 @@ pub fn is_skipped(path: &str, skip_paths: &[String]) -> bool {
     })
 }
 
-/// Normalises a raw request path and matches it: the check `decide` uses.
+/// Normalises a raw request path and matches it: the check `decide` uses. Without skip paths
+/// (the default) there is nothing to normalise for, on every request.
 pub fn raw_path_is_skipped(raw: &str, skip_paths: &[String]) -> bool {
-    normalize(raw).is_some_and(|p| is_skipped(&p, skip_paths))
+    !skip_paths.is_empty() && normalize(raw).is_some_and(|p| is_skipped(&p, skip_paths))
 }
 
 #[cfg(test)]
