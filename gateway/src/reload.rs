@@ -18,6 +18,9 @@ use tokio::sync::mpsc;
 /// several steps, and one reload per burst is enough.
 const DEBOUNCE: Duration = Duration::from_millis(100);
 
+/// How long a replaced table waits for the requests still using it (see `retire`).
+const RETIRE_WAIT: Duration = Duration::from_secs(5);
+
 /// Reads every manifest file in `dir`: `*.yaml` and `*.yml`, following symlinks (ConfigMap
 /// volumes are all symlinks), skipping hidden entries (kubelet's `..data` and `..2024_...`
 /// directories, editors' swap files). Sorted by name so errors come out in a stable order.
@@ -118,11 +121,13 @@ impl Reloader {
             errors = errors.len(),
             "route table loaded"
         );
-        self.live
-            .current
-            .store(Arc::new(Snapshot { table, resolved }));
+        self.live.current.store(Arc::new(Snapshot {
+            table: Arc::new(table),
+            resolved,
+        }));
         self.live.errors.store(Arc::new(errors));
         self.live.set_ready();
+        tokio::spawn(retire(previous));
     }
 
     /// Looks every name up again. Runs in the same task as `reload`, so the two never race.
@@ -141,6 +146,7 @@ impl Reloader {
             table: current.table.clone(),
             resolved,
         }));
+        tokio::spawn(retire(current));
     }
 
     /// Watches the directory. Events inside it, whatever file they name, trigger a full re-read:
@@ -192,6 +198,17 @@ impl Reloader {
                 _ = refresh.tick() => self.refresh_names().await,
             }
         }
+    }
+}
+
+/// Drops a replaced snapshot on the reloader's runtime rather than on a proxy worker: freeing
+/// a table of 100,000 hosts takes milliseconds, which the last request still holding it would
+/// otherwise add to its own latency. Waits for those requests (at most `RETIRE_WAIT`: a long
+/// streaming response keeps its snapshot, and then it frees it itself).
+async fn retire(old: Arc<Snapshot>) {
+    let deadline = tokio::time::Instant::now() + RETIRE_WAIT;
+    while Arc::strong_count(&old) > 1 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 

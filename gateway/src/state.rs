@@ -16,7 +16,8 @@ pub type Resolved = HashMap<Endpoint, Arc<[SocketAddr]>>;
 /// pinned an older table must still find the addresses of that table's revisions.
 #[derive(Debug, Default)]
 pub struct Snapshot {
-    pub table: RouteTable,
+    /// Shared, so a re-resolution of names swaps in new addresses without copying the table.
+    pub table: Arc<RouteTable>,
     pub resolved: Resolved,
 }
 
