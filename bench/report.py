@@ -140,6 +140,7 @@ def record(args):
     tick_us = 1e6 / args.clk_tck
     served = max(w["requests"], 1)
     a, b = args.split_wrk
+    splits = args.has_proxy and args.target != "pingora"
     oa, ob = args.split_oha
     out = {
         "kind": "run",
@@ -158,8 +159,9 @@ def record(args):
             args.rate_proxy_ticks * tick_us / max(o["ok"] + o["errors"], 1) if args.has_proxy and o else None
         ),
         "peak_rss_mib": args.peak_rss_kib / 1024,
-        "canary_pct": 100 * b / (a + b) if args.has_proxy and a + b else None,
-        "canary_pct_rate": 100 * ob / (oa + ob) if args.has_proxy and oa + ob else None,
+        # `direct` and `pingora` (the engine alone) do not split: no canary share.
+        "canary_pct": 100 * b / (a + b) if splits and a + b else None,
+        "canary_pct_rate": 100 * ob / (oa + ob) if splits and oa + ob else None,
         "upstream_requests": a + b,
     }
     if o:

@@ -6,7 +6,9 @@
 # Run from anywhere (installs nginx, haproxy, wrk with apt and oha with cargo when missing):
 #   bench/run.sh
 # Knobs (environment): ROUNDS=3 DURATION=10 (s per wrk run) RATE=2000 (req/s for the latency
-#   runs) RATE_DURATION=10 CONNECTIONS=64 TARGETS="direct nginx haproxy modelgate modelgate-auth"
+#   runs) RATE_DURATION=10 CONNECTIONS=64
+#   TARGETS="direct nginx haproxy pingora modelgate modelgate-auth" (pingora: the engine alone,
+#   gateway/examples/pingora_floor.rs, no hooks)
 #   SCALE=1 (the 10,000-InferenceService part; 0 skips it) SCALE_ISVCS=10000 MICRO=1 (criterion
 #   benches; 0 skips) CALLGRIND=1 (instructions per request under callgrind; 0 skips)
 #   CG_REQUESTS=5000 TARGET_DIR (cargo target dir, default <repo>/target) RESULTS (output dir,
@@ -22,7 +24,7 @@ DURATION=${DURATION:-10}
 RATE=${RATE:-2000}
 RATE_DURATION=${RATE_DURATION:-10}
 CONNECTIONS=${CONNECTIONS:-64}
-TARGETS=${TARGETS:-"direct nginx haproxy modelgate modelgate-auth"}
+TARGETS=${TARGETS:-"direct nginx haproxy pingora modelgate modelgate-auth"}
 SCALE=${SCALE:-1}
 SCALE_ISVCS=${SCALE_ISVCS:-10000}
 MICRO=${MICRO:-1}
@@ -122,9 +124,10 @@ install_tools() {
 build() {
     log "building modelgate and bench_upstream (release, CARGO_TARGET_DIR=$TARGET_DIR)"
     (cd "$REPO" && CARGO_TARGET_DIR=$TARGET_DIR cargo build --release -q -p gateway \
-        --bin modelgate --example bench_upstream)
+        --bin modelgate --example bench_upstream --example pingora_floor)
     MODELGATE=$TARGET_DIR/release/modelgate
     UPSTREAM=$TARGET_DIR/release/examples/bench_upstream
+    FLOOR=$TARGET_DIR/release/examples/pingora_floor
 }
 
 # ---------------------------------------------------------------- measurements
@@ -242,6 +245,14 @@ start_nginx() {
     TARGET_PIDS=$(family "$TARGET_PID")
 }
 
+# pingora alone (no routing: every request to the first upstream), the floor under modelgate.
+start_pingora() {
+    taskset -c "$PROXY_CPU" "${WRAP[@]}" "$FLOOR" "$PROXY_PORT" "127.0.0.1:$PORT_A" >>"$RUN/pingora.out" 2>&1 &
+    TARGET_PID=$!; PIDS+=("$TARGET_PID")
+    wait_for pingora_floor curl -sf -o /dev/null -H "Host: $HOST" "http://127.0.0.1:$PROXY_PORT$PREDICT_PATH"
+    TARGET_PIDS=$TARGET_PID
+}
+
 start_haproxy() {
     fill "$BENCH_DIR/haproxy.cfg" "$RUN/haproxy.cfg"
     taskset -c "$PROXY_CPU" "${WRAP[@]}" haproxy -db -f "$RUN/haproxy.cfg" >>"$RUN/haproxy.out" 2>&1 &
@@ -297,6 +308,7 @@ run_target() {
             port=$PORT_A; TARGET_PIDS=$UPSTREAM_PID ;;
         nginx) start_nginx; port=$PROXY_PORT ;;
         haproxy) start_haproxy; port=$PROXY_PORT ;;
+        pingora) start_pingora; port=$PROXY_PORT ;;
         modelgate) start_modelgate 0 "$RUN/isvc"; port=$PROXY_PORT ;;
         modelgate-auth) start_modelgate 1 "$RUN/isvc"; port=$PROXY_PORT ;;
         *) die "unknown target $target" ;;
@@ -381,6 +393,7 @@ callgrind_target() {
     case $target in
         nginx) TRIES=600 start_nginx ;;
         haproxy) TRIES=600 start_haproxy ;;
+        pingora) TRIES=600 start_pingora ;;
         modelgate) READY_TRIES=600 start_modelgate 0 "$RUN/isvc" ;;
         modelgate-auth) READY_TRIES=600 start_modelgate 1 "$RUN/isvc" ;;
     esac
@@ -407,7 +420,7 @@ run_callgrind() {
     local t
     for t in $TARGETS; do
         case $t in
-            nginx | haproxy | modelgate) callgrind_target "$t" get "Host: $HOST" ;;
+            nginx | haproxy | pingora | modelgate) callgrind_target "$t" get "Host: $HOST" ;;
             modelgate-auth)
                 callgrind_target "$t" jwt-get "Host: $HOST" "Authorization: Bearer $TOKEN"
                 callgrind_target "$t" cookie-get "Host: $HOST" "Cookie: authservice_session=$COOKIE"
