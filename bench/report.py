@@ -24,8 +24,8 @@ GOAL_RSS_MIB = 32
 GOAL_CANARY = (19.0, 21.0)
 GOAL_BUILD_MS = 200
 
-PROXY_TARGETS = ["nginx", "haproxy", "modelgate", "modelgate-auth"]
-ORDER = ["direct", "nginx", "haproxy", "modelgate", "modelgate-auth"]
+PROXY_TARGETS = ["nginx", "haproxy", "pingora", "modelgate", "modelgate-auth"]
+ORDER = ["direct", "nginx", "haproxy", "pingora", "modelgate", "modelgate-auth"]
 SCENARIOS = ["get", "post", "jwt-get", "jwt-post", "cookie-get", "cookie-post"]
 
 
