@@ -245,6 +245,63 @@ impl Gateway {
     }
 }
 
+/// Header names the gateway sets upstream, parsed once.
+mod upstream_names {
+    use http::HeaderName;
+    pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+    pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+    pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+    pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+    pub const KSERVE_ISVC_NAME: HeaderName = HeaderName::from_static("kserve-isvc-name");
+    pub const KSERVE_ISVC_NAMESPACE: HeaderName = HeaderName::from_static("kserve-isvc-namespace");
+    pub const KNATIVE_REVISION: HeaderName = HeaderName::from_static("knative-serving-revision");
+    pub const KNATIVE_NAMESPACE: HeaderName = HeaderName::from_static("knative-serving-namespace");
+}
+
+impl Gateway {
+    /// Every header the gateway sets on (`Some`) or removes from (`None`) the upstream request,
+    /// handed to `set` one by one. What a client sent under these names is never passed on.
+    fn upstream_headers(
+        &self,
+        ctx: &Ctx,
+        backend: &routes::Backend,
+        xff: Option<String>,
+        mut set: impl FnMut(http::HeaderName, Option<HeaderValue>) -> Result<()>,
+    ) -> Result<()> {
+        use upstream_names::*;
+        let value = |v: &str| {
+            HeaderValue::from_str(v)
+                .map_err(|_| Error::explain(ErrorType::InvalidHTTPHeader, "upstream header value"))
+        };
+        let Some(target) = &ctx.target else {
+            return Err(GatewayError::Internal.into_pingora());
+        };
+        set(http::header::HOST, Some(value(&target.upstream_host)?))?;
+        set(X_FORWARDED_HOST, Some(ctx.raw_host.clone()))?;
+        set(
+            X_FORWARDED_PROTO,
+            Some(HeaderValue::from_static(self.settings.scheme)),
+        )?;
+        set(X_FORWARDED_FOR, xff.as_deref().map(value).transpose()?)?;
+        set(X_REQUEST_ID, Some(ctx.request_id.clone()))?;
+        if let Some(id) = &ctx.identity {
+            let [userid, groups] = &self.identity_headers;
+            set(userid.clone(), Some(value(&id.user)?))?;
+            set(groups.clone(), Some(value(&id.groups.join(","))?))?;
+        }
+        let Some(route) = &ctx.route else {
+            // The OIDC provider's own pages: no model headers.
+            return Ok(());
+        };
+        set(KSERVE_ISVC_NAME, Some(value(&route.isvc.name)?))?;
+        set(KSERVE_ISVC_NAMESPACE, Some(value(&route.isvc.namespace)?))?;
+        let knative = |v: &str| backend.knative.then(|| value(v)).transpose();
+        set(KNATIVE_REVISION, knative(&backend.revision)?)?;
+        set(KNATIVE_NAMESPACE, knative(&route.isvc.namespace)?)?;
+        Ok(())
+    }
+}
+
 #[async_trait]
 impl ProxyHttp for Gateway {
     type CTX = Ctx;
@@ -443,36 +500,37 @@ impl ProxyHttp for Gateway {
                 .and_then(|a| a.as_inet())
                 .map(|a| a.ip()),
         );
-        upstream.insert_header("host", &target.upstream_host)?;
-        // Set by the gateway only: what a client sent here is not trusted.
-        upstream.insert_header("x-forwarded-host", ctx.raw_host.clone())?;
-        upstream.insert_header("x-forwarded-proto", self.settings.scheme)?;
-        match xff {
-            Some(v) => upstream.insert_header("x-forwarded-for", v)?,
-            None => {
-                upstream.remove_header("x-forwarded-for");
-            }
-        }
-        upstream.insert_header("x-request-id", ctx.request_id.clone())?;
-        if let Some(id) = &ctx.identity {
-            let [userid, groups] = &self.identity_headers;
-            upstream.insert_header(userid.clone(), &id.user)?;
-            upstream.insert_header(groups.clone(), id.groups.join(","))?;
-        }
-        let Some(route) = &ctx.route else {
-            // The OIDC provider's own pages: no model headers.
-            return Ok(());
-        };
-        upstream.insert_header("kserve-isvc-name", &route.isvc.name)?;
-        upstream.insert_header("kserve-isvc-namespace", &route.isvc.namespace)?;
-        if backend.knative {
-            upstream.insert_header("knative-serving-revision", &backend.revision)?;
-            upstream.insert_header("knative-serving-namespace", &route.isvc.namespace)?;
+        // pingora's `insert_header` parses and allocates each name and keeps a second map of the
+        // client's header-name case; for nine headers on every request that was most of what
+        // the gateway adds to pingora's own cost (BENCHMARKS.md). When the request target
+        // round-trips through the URI (origin-form, as clients send), the headers are set on
+        // the plain `http` parts instead, with constant names; header names then go upstream
+        // lowercase (standard ones title-cased), as Istio's Envoy sends them.
+        let round_trips = upstream
+            .uri
+            .path_and_query()
+            .is_some_and(|pq| pq.as_str().as_bytes() == upstream.raw_path());
+        if round_trips {
+            let empty = RequestHeader::from(http::Request::new(()).into_parts().0);
+            let mut parts: http::request::Parts = std::mem::replace(upstream, empty).into();
+            let set = self.upstream_headers(ctx, backend, xff, |name, value| {
+                match value {
+                    Some(v) => parts.headers.insert(name, v),
+                    None => parts.headers.remove(name),
+                };
+                Ok(())
+            });
+            *upstream = RequestHeader::from(parts);
+            set
         } else {
-            upstream.remove_header("knative-serving-revision");
-            upstream.remove_header("knative-serving-namespace");
+            self.upstream_headers(ctx, backend, xff, |name, value| match value {
+                Some(v) => upstream.insert_header(name.as_str().to_owned(), v),
+                None => {
+                    upstream.remove_header(&name);
+                    Ok(())
+                }
+            })
         }
-        Ok(())
     }
 
     async fn request_body_filter(

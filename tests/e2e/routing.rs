@@ -432,3 +432,56 @@ async fn json_access_log() {
     assert!(v["upstream_ms"].as_f64().unwrap() > 0.0);
     assert!(v["total_ms"].as_f64().unwrap() >= v["upstream_ms"].as_f64().unwrap());
 }
+
+/// A request target in absolute form (`GET http://host/path`, as a client configured to use
+/// the gateway as a forward proxy sends) goes upstream with the same gateway headers as the
+/// usual origin form: the client's forwarding headers replaced, the revision's headers set.
+// Multi-threaded: the raw exchange blocks its thread while the upstream answers on another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn absolute_form_target_gets_the_gateway_headers() {
+    let iris = Upstream::start("iris").await;
+    let gw = Gateway::start(
+        &[(
+            "iris.yaml",
+            Isvc::new(
+                "sklearn-iris",
+                "kserve-test",
+                vec![traffic("sklearn-iris-predictor-00001", 100, None, true)],
+            )
+            .yaml(),
+        )],
+        Options {
+            endpoints: vec![ep("kserve-test", "sklearn-iris-predictor-00001", &iris)],
+            ..Default::default()
+        },
+    )
+    .await;
+    let response = crate::support::raw(
+        gw.port,
+        &format!(
+            "GET http://{IRIS}/v1/models/sklearn-iris?x=1 HTTP/1.1\r\nHost: {IRIS}\r\n\
+             X-Forwarded-Host: evil.example.com\r\nKnative-Serving-Revision: spoofed\r\n\
+             Connection: close\r\n\r\n"
+        ),
+    );
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    let seen = iris.requests();
+    assert_eq!(seen.len(), 1);
+    let s = &seen[0];
+    assert!(
+        s.path.ends_with("/v1/models/sklearn-iris?x=1"),
+        "{}",
+        s.path
+    );
+    assert_eq!(
+        s.header("host"),
+        Some("sklearn-iris-predictor.kserve-test.svc.cluster.local")
+    );
+    assert_eq!(s.header_all("x-forwarded-host"), [IRIS]);
+    assert_eq!(
+        s.header_all("knative-serving-revision"),
+        ["sklearn-iris-predictor-00001"]
+    );
+    assert_eq!(s.header("kserve-isvc-name"), Some("sklearn-iris"));
+    assert_eq!(s.header_all("x-forwarded-proto"), ["http"]);
+}
