@@ -1,8 +1,8 @@
 //! The floor under modelgate's request path: pingora 0.9.1 proxying every request to one
-//! upstream with no hooks at all (no routing, no split, no headers, no metrics), configured as
-//! modelgate configures it (one worker thread, no work stealing, mimalloc). `bench/run.sh`
-//! measures it next to modelgate, so the report can say how much of modelgate's cost per
-//! request is pingora's own and how much is the gateway's.
+//! upstream with no hooks at all (no routing, no split, no headers, no metrics), with the
+//! gateway's own server settings (`gateway::server::server_conf`, one worker thread), mimalloc
+//! and no modules. `bench/run.sh` measures it next to modelgate, so the report can say how much
+//! of modelgate's cost per request is pingora's own and how much is the gateway's.
 //!
 //! ```sh
 //! pingora_floor LISTEN_PORT UPSTREAM_ADDR   # e.g. pingora_floor 8081 127.0.0.1:9001
@@ -11,9 +11,9 @@
 use async_trait::async_trait;
 use pingora::prelude::HttpPeer;
 use pingora::proxy::{ProxyHttp, Session};
-use pingora::server::configuration::ServerConf;
 use pingora::server::Server;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -47,23 +47,11 @@ fn main() {
         eprintln!("usage: pingora_floor LISTEN_PORT UPSTREAM_ADDR");
         std::process::exit(64);
     };
-    let tmp = std::env::temp_dir();
-    let pid = std::process::id();
-    let conf = ServerConf {
-        threads: 1,
-        work_stealing: false,
-        grace_period_seconds: Some(0),
-        graceful_shutdown_timeout_seconds: Some(1),
-        pid_file: tmp
-            .join(format!("pingora-floor-{pid}.pid"))
-            .display()
-            .to_string(),
-        upgrade_sock: tmp
-            .join(format!("pingora-floor-{pid}.sock"))
-            .display()
-            .to_string(),
-        ..ServerConf::default()
+    let shutdown = gateway::config::Shutdown {
+        grace_period: Duration::ZERO,
+        drain_timeout: Duration::from_secs(1),
     };
+    let conf = gateway::server::server_conf(1, &shutdown, "pingora-floor");
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
     let mut proxy = pingora::proxy::http_proxy_service(&server.configuration, Floor { upstream });

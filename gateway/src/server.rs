@@ -3,7 +3,7 @@
 
 use crate::admin::Admin;
 use crate::authn::{Authn, AuthnService};
-use crate::config::{LogFormat, Settings};
+use crate::config::{LogFormat, Settings, Shutdown};
 use crate::metrics::Metrics;
 use crate::proxy::{Gateway, ProxySettings};
 use crate::reload::{ReloadService, Reloader};
@@ -62,6 +62,25 @@ fn start_demo() -> std::io::Result<Endpoint> {
     })
 }
 
+/// pingora's server settings for one process: `name` prefixes its pid file and upgrade socket.
+/// Public so `examples/pingora_floor.rs` runs pingora exactly as the gateway does.
+pub fn server_conf(threads: usize, shutdown: &Shutdown, name: &str) -> ServerConf {
+    let tmp = std::env::temp_dir();
+    let pid = std::process::id();
+    ServerConf {
+        threads,
+        // One current-thread runtime per worker instead of tokio's work-stealing pool: no
+        // cross-thread task hand-offs on the request path (see BENCHMARKS.md).
+        work_stealing: false,
+        grace_period_seconds: Some(shutdown.grace_period.as_secs()),
+        graceful_shutdown_timeout_seconds: Some(shutdown.drain_timeout.as_secs()),
+        // Per instance, so two gateways on one host (tests, blue/green) do not collide.
+        pid_file: tmp.join(format!("{name}-{pid}.pid")).display().to_string(),
+        upgrade_sock: tmp.join(format!("{name}-{pid}.sock")).display().to_string(),
+        ..ServerConf::default()
+    }
+}
+
 /// Runs the gateway until it is told to stop; returns the process exit code.
 pub fn run(settings: Settings) -> i32 {
     let live = Arc::new(Live::new(Metrics::new()));
@@ -82,26 +101,7 @@ pub fn run(settings: Settings) -> i32 {
         }
     }
 
-    let tmp = std::env::temp_dir();
-    let pid = std::process::id();
-    let conf = ServerConf {
-        threads: settings.threads,
-        // One current-thread runtime per worker instead of tokio's work-stealing pool: no
-        // cross-thread task hand-offs on the request path (see BENCHMARKS.md).
-        work_stealing: false,
-        grace_period_seconds: Some(settings.shutdown.grace_period.as_secs()),
-        graceful_shutdown_timeout_seconds: Some(settings.shutdown.drain_timeout.as_secs()),
-        // Per instance, so two gateways on one host (tests, blue/green) do not collide.
-        pid_file: tmp
-            .join(format!("modelgate-{pid}.pid"))
-            .display()
-            .to_string(),
-        upgrade_sock: tmp
-            .join(format!("modelgate-{pid}.sock"))
-            .display()
-            .to_string(),
-        ..ServerConf::default()
-    };
+    let conf = server_conf(settings.threads, &settings.shutdown, "modelgate");
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 

@@ -118,7 +118,8 @@ struct Held {
     routes: Option<Arc<ObjectRoutes>>,
 }
 
-/// Below this many changed files, parsing on more threads costs more than it saves.
+/// Below this many changed files the work stays on the calling thread: the usual reload
+/// changes one file, and only a start or a bulk change has enough to split.
 const PARALLEL_FILES: usize = 8;
 
 impl Catalog {
