@@ -440,22 +440,8 @@ async fn json_access_log() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn absolute_form_target_gets_the_gateway_headers() {
     let iris = Upstream::start("iris").await;
-    let gw = Gateway::start(
-        &[(
-            "iris.yaml",
-            Isvc::new(
-                "sklearn-iris",
-                "kserve-test",
-                vec![traffic("sklearn-iris-predictor-00001", 100, None, true)],
-            )
-            .yaml(),
-        )],
-        Options {
-            endpoints: vec![ep("kserve-test", "sklearn-iris-predictor-00001", &iris)],
-            ..Default::default()
-        },
-    )
-    .await;
+    let (m, o) = one_revision(&iris.endpoint(), "");
+    let gw = Gateway::start(&m, o).await;
     let response = crate::support::raw(
         gw.port,
         &format!(
