@@ -264,6 +264,7 @@ impl Gateway {
     fn upstream_headers(
         &self,
         ctx: &Ctx,
+        target: &Target,
         backend: &routes::Backend,
         xff: Option<String>,
         mut set: impl FnMut(http::HeaderName, Option<HeaderValue>) -> Result<()>,
@@ -272,9 +273,6 @@ impl Gateway {
         let value = |v: &str| {
             HeaderValue::from_str(v)
                 .map_err(|_| Error::explain(ErrorType::InvalidHTTPHeader, "upstream header value"))
-        };
-        let Some(target) = &ctx.target else {
-            return Err(GatewayError::Internal.into_pingora());
         };
         set(http::header::HOST, Some(value(&target.upstream_host)?))?;
         set(X_FORWARDED_HOST, Some(ctx.raw_host.clone()))?;
@@ -341,12 +339,12 @@ impl ProxyHttp for Gateway {
         strip_identity_headers(session.req_header_mut(), &self.identity_headers);
         let req = session.req_header();
         ctx.request_id = request_id(req.headers.get("x-request-id"), new_request_id);
-        let host = match request_host(req) {
+        let (host, raw_host) = match request_host(req) {
             Ok(h) => h,
             Err(why) => return self.reject(session, ctx, GatewayError::BadHost(why)).await,
         };
-        ctx.raw_host = match req.headers.get(http::header::HOST) {
-            Some(h) => h.clone(),
+        ctx.raw_host = match raw_host {
+            Some(h) => h,
             // HTTP/2 without `Host`: the authority, which `request_host` has just checked.
             None => {
                 HeaderValue::from_str(&host).map_err(|_| GatewayError::Internal.into_pingora())?
@@ -513,7 +511,7 @@ impl ProxyHttp for Gateway {
         if round_trips {
             let empty = RequestHeader::from(http::Request::new(()).into_parts().0);
             let mut parts: http::request::Parts = std::mem::replace(upstream, empty).into();
-            let set = self.upstream_headers(ctx, backend, xff, |name, value| {
+            let set = self.upstream_headers(ctx, target, backend, xff, |name, value| {
                 match value {
                     Some(v) => parts.headers.insert(name, v),
                     None => parts.headers.remove(name),
@@ -523,7 +521,7 @@ impl ProxyHttp for Gateway {
             *upstream = RequestHeader::from(parts);
             set
         } else {
-            self.upstream_headers(ctx, backend, xff, |name, value| match value {
+            self.upstream_headers(ctx, target, backend, xff, |name, value| match value {
                 Some(v) => upstream.insert_header(name.as_str().to_owned(), v),
                 None => {
                     upstream.remove_header(&name);

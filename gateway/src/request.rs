@@ -5,20 +5,25 @@ use http::HeaderValue;
 use pingora::http::RequestHeader;
 
 /// The request's host, normalised, or why there is none. HTTP/1.1 must carry exactly one `Host`
-/// (RFC 9112 §3.2); HTTP/2 may carry `:authority` instead, which pingora puts in the URI.
-pub fn request_host(req: &RequestHeader) -> Result<String, String> {
+/// (RFC 9112 §3.2); HTTP/2 may carry `:authority` instead, which pingora puts in the URI. Also
+/// returns the `Host` header as sent (for `X-Forwarded-Host`), `None` when the authority was
+/// used.
+pub fn request_host(req: &RequestHeader) -> Result<(String, Option<HeaderValue>), String> {
     let mut hosts = req.headers.get_all(http::header::HOST).iter();
-    let raw = match (hosts.next(), hosts.next()) {
+    let (raw, header) = match (hosts.next(), hosts.next()) {
         (Some(_), Some(_)) => return Err("more than one Host header".into()),
-        (Some(h), None) => h
-            .to_str()
-            .map_err(|_| "Host header is not ASCII".to_string())?,
+        (Some(h), None) => (
+            h.to_str()
+                .map_err(|_| "Host header is not ASCII".to_string())?,
+            Some(h.clone()),
+        ),
         (None, _) => match req.uri.authority() {
-            Some(a) => a.as_str(),
+            Some(a) => (a.as_str(), None),
             None => return Err("no Host header".into()),
         },
     };
-    routes::normalize_host(raw).map_err(|e| e.to_string())
+    let host = routes::normalize_host(raw).map_err(|e| e.to_string())?;
+    Ok((host, header))
 }
 
 /// Keeps a client's `X-Request-Id` when it is a sane token (so traces join up across hops),
@@ -90,7 +95,12 @@ mod tests {
     fn single_host() {
         assert_eq!(
             request_host(&req(&["Sklearn-Iris.kserve-test.example.com:8080"], "/")),
-            Ok("sklearn-iris.kserve-test.example.com".into())
+            Ok((
+                "sklearn-iris.kserve-test.example.com".into(),
+                Some(HeaderValue::from_static(
+                    "Sklearn-Iris.kserve-test.example.com:8080"
+                ))
+            ))
         );
     }
 
@@ -115,7 +125,7 @@ mod tests {
     fn authority_fallback() {
         let mut r = req(&[], "/");
         r.set_uri("http://M.ns.example.com/v1/models/m".parse().unwrap());
-        assert_eq!(request_host(&r), Ok("m.ns.example.com".into()));
+        assert_eq!(request_host(&r), Ok(("m.ns.example.com".into(), None)));
     }
 
     /// A valid client id is kept; anything else is replaced.
