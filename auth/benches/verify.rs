@@ -142,6 +142,7 @@ fn session(c: &mut Criterion) {
             groups: vec!["kubeflow-users".into()],
         },
         expires_at: NOW + 24 * 3600,
+        issued_at: NOW,
     };
     let sealed = codec.seal_session(COOKIE, &s);
     // A rotated secret: the cookie was sealed with the old one, now second in the list.

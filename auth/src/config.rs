@@ -183,6 +183,34 @@ pub struct AuthConfig {
     pub jwks_refresh: Duration,
     #[serde(with = "humantime_serde", default = "default_leeway")]
     pub leeway: Duration,
+    /// Which unauthenticated requests are sent to the provider's login page.
+    #[serde(default)]
+    pub login_redirect: LoginRedirect,
+    /// Pass the credential the gateway verified (the `Authorization` header, the session
+    /// cookie) on to the model server. Off: a model server is tenant code, and a user's token
+    /// would let it act as the user (Envoy's JWT filter drops the token by default too).
+    #[serde(default)]
+    pub forward_credentials: bool,
+    /// RFC 3339 time: sessions sealed before it are refused (the emergency brake for copied
+    /// cookies; sessions are stateless, so nothing else can revoke one before it expires).
+    #[serde(default)]
+    pub sessions_not_before: Option<String>,
+}
+
+/// Which unauthenticated requests get a 302 to the login page rather than a 401.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LoginRedirect {
+    /// `GET`/`HEAD` that accept `text/html` (a browser navigation).
+    Browsers,
+    /// Every `GET`/`HEAD` without an `Authorization` header that does not ask for JSON
+    /// (`Accept: application/json` without `text/html`, or `X-Requested-With`): what
+    /// oidc-authservice and oauth2-proxy do, and what Kubeflow's documented `curl` login (follow
+    /// the redirects to Dex's form, post the credentials, read the cookie) relies on.
+    #[default]
+    Get,
+    /// Never: every unauthenticated request gets a 401.
+    Never,
 }
 
 /// Who may call the InferenceServices of one namespace (or one InferenceService).
@@ -234,7 +262,7 @@ pub struct AuthSettings {
     pub cookie_name: String,
     pub session_lifetime: Duration,
     pub secure_cookies: Option<bool>,
-    /// Normalised by [`paths::normalize`], without a trailing slash.
+    /// Plain paths ([`paths::is_plain`]), without a trailing slash.
     pub skip_paths: Vec<String>,
     /// Lower-case.
     pub userid_header: String,
@@ -248,6 +276,10 @@ pub struct AuthSettings {
     pub policies: Vec<Policy>,
     pub jwks_refresh: Duration,
     pub leeway: Duration,
+    pub login_redirect: LoginRedirect,
+    pub forward_credentials: bool,
+    /// Unix seconds: sessions issued earlier are refused.
+    pub sessions_not_before: Option<u64>,
 }
 
 impl AuthSettings {
@@ -327,11 +359,12 @@ fn check_own_path(p: &str) -> Result<(), String> {
     if p == "/" {
         return Err("must not be \"/\"".into());
     }
-    match paths::normalize(p) {
-        Some(n) if n == p => Ok(()),
-        _ => Err(format!(
-            "{p:?} is not a normalised path (no query, '%', '.', '..', '//' or control characters)"
-        )),
+    if paths::is_plain(p) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{p:?} is not a plain path (no query, '%', ';', '\\', '.', '..', '//' or control characters)"
+        ))
     }
 }
 
@@ -350,11 +383,14 @@ fn check_duration(d: Duration, min: Duration, max: Duration) -> Result<(), Strin
 impl AuthConfig {
     /// Validates every field, reads the secrets (files relative to `base`; env through `env`),
     /// collects ALL errors as "origin: auth.field: message".
+    /// `now` (Unix seconds) checks that `sessions_not_before` is not in the future, which
+    /// would refuse every new login too.
     pub fn validate(
         self,
         origin: &str,
         base: &Path,
         env: &dyn Fn(&str) -> Option<String>,
+        now: u64,
     ) -> Result<AuthSettings, Vec<String>> {
         let mut errors = Vec::new();
         let mut err =
@@ -497,18 +533,21 @@ impl AuthConfig {
         let mut skip_paths = Vec::new();
         for (i, p) in self.skip_paths.iter().enumerate() {
             let field = format!("skip_paths[{i}]");
-            match paths::normalize(p) {
-                None => err(&field, format!("{p:?} is not an absolute path")),
-                Some(n) if n == "/" => err(
+            let n = p.trim_end_matches('/');
+            if n.is_empty() && p.starts_with('/') {
+                err(
                     &field,
                     "\"/\" would skip auth everywhere; use a policy with disabled: true".into(),
-                ),
-                Some(n) => {
-                    let n = n.trim_end_matches('/').to_owned();
-                    if !skip_paths.contains(&n) {
-                        skip_paths.push(n);
-                    }
-                }
+                );
+            } else if !paths::is_plain(n) {
+                // Requests are matched after normalisation, so a skip path that is not plain
+                // could never match anything.
+                err(
+                    &field,
+                    format!("{p:?} is not a plain absolute path (no query, '%', ';', '\\', '.', '..', '//' or control characters)"),
+                );
+            } else if !skip_paths.iter().any(|s| s == n) {
+                skip_paths.push(n.to_owned());
             }
         }
 
@@ -616,6 +655,29 @@ impl AuthConfig {
             err("leeway", e);
         }
 
+        let sessions_not_before = self.sessions_not_before.as_deref().and_then(|t| {
+            use time::format_description::well_known::Rfc3339;
+            match time::OffsetDateTime::parse(t, &Rfc3339) {
+                Err(e) => {
+                    err(
+                        "sessions_not_before",
+                        format!("{t:?} is not an RFC 3339 time (like 2026-12-01T09:30:00Z): {e}"),
+                    );
+                    None
+                }
+                Ok(at) if at.unix_timestamp() > now as i64 => {
+                    err(
+                        "sessions_not_before",
+                        format!(
+                            "{t:?} is in the future: every new login would be refused until then"
+                        ),
+                    );
+                    None
+                }
+                Ok(at) => Some(at.unix_timestamp().max(0) as u64),
+            }
+        });
+
         if !errors.is_empty() {
             return Err(errors);
         }
@@ -645,9 +707,16 @@ impl AuthConfig {
             policies,
             jwks_refresh: self.jwks_refresh,
             leeway: self.leeway,
+            login_redirect: self.login_redirect,
+            forward_credentials: self.forward_credentials,
+            sessions_not_before,
         })
     }
 }
+
+/// The clock of the unit tests (2023-11-14T22:13:20Z).
+#[cfg(test)]
+pub(crate) const TEST_NOW: u64 = 1_700_000_000;
 
 /// Settings for the other modules' tests: Kubeflow defaults, secrets from a fake environment.
 #[cfg(test)]
@@ -667,7 +736,7 @@ pub(crate) fn test_settings(extra: serde_json::Value) -> AuthSettings {
         "COOKIE_SECRET" => Some("0123456789abcdef0123456789abcdef".to_owned()),
         _ => None,
     };
-    cfg.validate("test.yaml", Path::new("/nonexistent"), &env)
+    cfg.validate("test.yaml", Path::new("/nonexistent"), &env, TEST_NOW)
         .unwrap()
 }
 
@@ -699,7 +768,7 @@ mod tests {
 
     fn validate(v: serde_json::Value) -> Result<AuthSettings, Vec<String>> {
         let cfg: AuthConfig = serde_json::from_value(v).unwrap();
-        cfg.validate("gw.yaml", Path::new("/etc/modelgate"), &env)
+        cfg.validate("gw.yaml", Path::new("/etc/modelgate"), &env, TEST_NOW)
     }
 
     fn with(extra: serde_json::Value) -> serde_json::Value {
@@ -758,7 +827,7 @@ mod tests {
             "cookie_name": "kf_session",
             "session_lifetime": "8h",
             "secure_cookies": true,
-            "skip_paths": ["/healthz/", "/static//x/../y", "/healthz"],
+            "skip_paths": ["/healthz/", "/static/y", "/healthz"],
             "userid_header": "X-Auth-User",
             "userid_prefix": "oidc: ",
             "userid_claim": "sub",
@@ -810,7 +879,7 @@ mod tests {
             "logout_path": "/a/../logout",
             "cookie_name": "bad;name",
             "session_lifetime": "1s",
-            "skip_paths": ["healthz", "/"],
+            "skip_paths": ["healthz", "/", "/static//x/../y", "/a;b"],
             "userid_header": "bad header",
             "userid_prefix": "\n",
             "userid_claim": "",
@@ -824,6 +893,8 @@ mod tests {
             ],
             "jwks_refresh": "1s",
             "leeway": "1h",
+            "login_redirect": "get",
+            "sessions_not_before": "yesterday",
         }))
         .unwrap_err();
         let fields: Vec<&str> = errors
@@ -852,6 +923,8 @@ mod tests {
                 "session_lifetime",
                 "skip_paths[0]",
                 "skip_paths[1]",
+                "skip_paths[2]",
+                "skip_paths[3]",
                 "userid_header",
                 "groups_header",
                 "userid_prefix",
@@ -866,6 +939,7 @@ mod tests {
                 "policies[2].namespace",
                 "jwks_refresh",
                 "leeway",
+                "sessions_not_before",
             ],
             "{errors:#?}"
         );
@@ -878,6 +952,49 @@ mod tests {
                 .any(|e| e.contains("/etc/modelgate/does-not-exist")),
             "relative to base"
         );
+    }
+
+    /// `sessions_not_before` takes RFC 3339 with any offset, and refuses a time in the future,
+    /// which would refuse every new login until then.
+    #[test]
+    fn sessions_not_before() {
+        let at = |t: &str| validate(with(json!({"sessions_not_before": t})));
+        assert_eq!(
+            at("2023-11-14T22:13:20Z").unwrap().sessions_not_before,
+            Some(TEST_NOW)
+        );
+        assert_eq!(
+            at("2023-11-14T23:13:19+01:00").unwrap().sessions_not_before,
+            Some(TEST_NOW - 1)
+        );
+        let e = at("2023-11-14T22:13:21Z").unwrap_err();
+        assert!(
+            e[0].contains("auth.sessions_not_before") && e[0].contains("in the future"),
+            "{e:?}"
+        );
+        assert!(at("14 Nov 2023").is_err());
+        assert_eq!(validate(minimal()).unwrap().sessions_not_before, None);
+    }
+
+    /// The login redirect defaults to every plain GET (what Kubeflow's curl login needs) and is
+    /// one of three words.
+    #[test]
+    fn login_redirect_modes() {
+        assert_eq!(
+            validate(minimal()).unwrap().login_redirect,
+            LoginRedirect::Get
+        );
+        for (word, mode) in [
+            ("browsers", LoginRedirect::Browsers),
+            ("get", LoginRedirect::Get),
+            ("never", LoginRedirect::Never),
+        ] {
+            let s = validate(with(json!({"login_redirect": word}))).unwrap();
+            assert_eq!(s.login_redirect, mode);
+        }
+        let bad: Result<AuthConfig, _> =
+            serde_json::from_value(with(json!({"login_redirect": "always"})));
+        assert!(bad.is_err());
     }
 
     /// Required keys left out are reported by validate, not as a parse error.
@@ -921,7 +1038,7 @@ mod tests {
             "cookie_secrets": [{"file": "cookie"}, {"env": "OLD_COOKIE_SECRET"}, {"file": dir.join("cookie")}],
         })))
         .unwrap();
-        let s = cfg.validate("gw.yaml", &dir, &env).unwrap();
+        let s = cfg.validate("gw.yaml", &dir, &env, TEST_NOW).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
         assert_eq!(s.client_secret.expose(), "file-client-secret");
         let secrets: Vec<&str> = s.cookie_secrets.iter().map(Secret::expose).collect();

@@ -154,29 +154,12 @@ pub enum FlowError {
     StateMismatch,
 }
 
-impl FlowError {
-    /// The HTTP status for the error response: 403 when the provider denied access, else 400.
-    pub fn status(&self) -> u16 {
-        match self {
-            FlowError::Provider { error, .. } if error == "access_denied" => 403,
-            _ => 400,
-        }
-    }
-}
-
 impl fmt::Display for FlowError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            FlowError::Provider {
-                error,
-                description: Some(d),
-            } => {
-                write!(f, "the identity provider returned {error}: {d}")
-            }
-            FlowError::Provider {
-                error,
-                description: None,
-            } => {
+            // The description is the provider's free text: logged (Debug), never shown, so a
+            // provider cannot put words or its internals into the gateway's answer.
+            FlowError::Provider { error, .. } => {
                 write!(f, "the identity provider returned {error}")
             }
             FlowError::DuplicateParameter(p) => {
@@ -295,6 +278,7 @@ pub fn session_set_cookie(
     let session = Session {
         identity,
         expires_at: now + settings.session_lifetime.as_secs(),
+        issued_at: now,
     };
     let sealed = codec.seal_session(&settings.cookie_name, &session);
     session_cookie(
@@ -358,21 +342,39 @@ pub fn safe_return_to(raw: &str) -> String {
     raw.to_owned()
 }
 
-/// The Location for logout: the provider's end_session endpoint (with post_logout_redirect_uri
-/// when given) or "/".
+/// Where logout sends the browser: the provider's end-session endpoint (none: "/"), at an
+/// address the browser can reach. Discovery reports it at the issuer's address, which in a
+/// cluster is in-cluster (`http://dex.auth.svc.cluster.local:5556/dex/logout`); when browsers
+/// reach the provider elsewhere (`auth.authorization_url`, maybe relative such as `/dex/auth`
+/// through the gateway), an endpoint on the issuer's or the discovered authorization
+/// endpoint's origin is moved to that base. An endpoint on another origin is left as it is.
 pub fn logout_location(
     end_session_endpoint: Option<&str>,
-    post_logout_redirect: Option<&str>,
+    issuer: &str,
+    discovered_authorization: &str,
+    browser_authorization: Option<&str>,
 ) -> String {
-    match (end_session_endpoint, post_logout_redirect) {
-        (None, _) => "/".to_owned(),
-        (Some(ep), None) => ep.to_owned(),
-        (Some(ep), Some(post)) => {
-            let query = form_urlencoded::Serializer::new(String::new())
-                .append_pair("post_logout_redirect_uri", post)
-                .finish();
-            append_query(ep, &query)
-        }
+    let Some(end) = end_session_endpoint else {
+        return "/".to_owned();
+    };
+    let (Some(browser), Ok(end_url)) = (browser_authorization, url::Url::parse(end)) else {
+        return end.to_owned();
+    };
+    let origin_of = |u: &str| url::Url::parse(u).ok().map(|u| u.origin());
+    let internal = [issuer, discovered_authorization]
+        .iter()
+        .any(|u| origin_of(u) == Some(end_url.origin()));
+    if !internal {
+        return end.to_owned();
+    }
+    let path_and_query = match end_url.query() {
+        Some(q) => format!("{}?{q}", end_url.path()),
+        None => end_url.path().to_owned(),
+    };
+    match url::Url::parse(browser) {
+        // Relative (`/dex/auth`): the browser stays on the host it is on.
+        Err(_) => path_and_query,
+        Ok(b) => format!("{}{path_and_query}", b.origin().ascii_serialization()),
     }
 }
 
@@ -706,36 +708,6 @@ mod tests {
         );
     }
 
-    /// access_denied from the provider is a 403; every other callback error is a 400.
-    #[test]
-    fn error_statuses() {
-        assert_eq!(
-            FlowError::Provider {
-                error: "access_denied".into(),
-                description: None
-            }
-            .status(),
-            403
-        );
-        assert_eq!(
-            FlowError::Provider {
-                error: "server_error".into(),
-                description: None
-            }
-            .status(),
-            400
-        );
-        assert_eq!(FlowError::StateMismatch.status(), 400);
-        assert_eq!(
-            FlowError::Provider {
-                error: "access_denied".into(),
-                description: None
-            }
-            .to_string(),
-            "the identity provider returned access_denied"
-        );
-    }
-
     /// The session cookie set after login is valid for session_lifetime from now.
     #[test]
     fn session_after_login() {
@@ -752,8 +724,26 @@ mod tests {
             session,
             Session {
                 identity: id,
-                expires_at: NOW + 86400
+                expires_at: NOW + 86400,
+                issued_at: NOW,
             }
+        );
+    }
+
+    /// A provider error shows its (sanitised) code to the client, never its description.
+    #[test]
+    fn provider_errors_show_only_their_code() {
+        let e = FlowError::Provider {
+            error: "access_denied".into(),
+            description: Some("LDAP bind to ldap://10.0.0.3 failed".into()),
+        };
+        assert_eq!(
+            e.to_string(),
+            "the identity provider returned access_denied"
+        );
+        assert!(
+            format!("{e:?}").contains("LDAP bind"),
+            "the log keeps the detail"
         );
     }
 
@@ -850,26 +840,54 @@ mod tests {
         assert_eq!(cb.return_to, "/");
     }
 
-    /// Logout goes to the provider's end_session endpoint with the post-logout URI encoded,
-    /// else home.
+    /// Logout goes to the provider's end-session endpoint where the browser reaches the
+    /// provider: moved off the in-cluster address onto `authorization_url`'s base (relative
+    /// included), else as discovered; home without one.
     #[test]
     fn logout_locations() {
-        assert_eq!(logout_location(None, None), "/");
-        assert_eq!(logout_location(None, Some("https://kf/")), "/");
+        let issuer = "http://dex.auth.svc.cluster.local:5556/dex";
+        let discovered = "http://dex.auth.svc.cluster.local:5556/dex/auth";
+        let end = Some("http://dex.auth.svc.cluster.local:5556/dex/logout?x=1");
         assert_eq!(
-            logout_location(Some("https://idp/logout"), None),
-            "https://idp/logout"
+            logout_location(None, issuer, discovered, Some("/dex/auth")),
+            "/"
+        );
+        assert_eq!(
+            logout_location(end, issuer, discovered, None),
+            "http://dex.auth.svc.cluster.local:5556/dex/logout?x=1"
+        );
+        assert_eq!(
+            logout_location(end, issuer, discovered, Some("/dex/auth")),
+            "/dex/logout?x=1"
         );
         assert_eq!(
             logout_location(
-                Some("https://idp/logout"),
-                Some("https://kf.example.com/?a=b")
+                end,
+                issuer,
+                discovered,
+                Some("https://login.example.com/dex/auth")
             ),
-            "https://idp/logout?post_logout_redirect_uri=https%3A%2F%2Fkf.example.com%2F%3Fa%3Db"
+            "https://login.example.com/dex/logout?x=1"
         );
+        // The discovered authorization endpoint's origin counts as internal too.
         assert_eq!(
-            logout_location(Some("https://idp/logout?x=1"), Some("https://kf/")),
-            "https://idp/logout?x=1&post_logout_redirect_uri=https%3A%2F%2Fkf%2F"
+            logout_location(
+                Some("http://10.0.0.5:5556/dex/logout"),
+                issuer,
+                "http://10.0.0.5:5556/dex/auth",
+                Some("/dex/auth")
+            ),
+            "/dex/logout"
+        );
+        // A provider that already publishes a public end-session URL keeps it.
+        assert_eq!(
+            logout_location(
+                Some("https://idp.example.com/logout"),
+                issuer,
+                discovered,
+                Some("/dex/auth")
+            ),
+            "https://idp.example.com/logout"
         );
     }
 }

@@ -1,35 +1,113 @@
-//! The identity headers (`kubeflow-userid`, `kubeflow-groups` by default): recognising every
-//! spelling a client might use to spoof them, and refusing values that would not survive the
-//! trip to the upstream unchanged. With Istio + oidc-authservice, a request on a path that
-//! skipped auth kept whatever `kubeflow-userid` the client sent; the gateway strips these on
-//! every path.
+//! Headers a client must never hand a model server: the gateway's identity headers
+//! (`kubeflow-userid`, `kubeflow-groups` by default) and the identity headers other gateways set
+//! that applications behind KServe commonly trust (oauth2-proxy's `X-Forwarded-User`,
+//! `X-Auth-Request-*`, Envoy's `X-Envoy-*`, ...), recognised in every spelling a client might
+//! use to spoof them; and the values that would not survive the trip upstream unchanged. With
+//! Istio + oidc-authservice, a request on a path that skipped auth kept whatever
+//! `kubeflow-userid` the client sent; the gateway strips these on every path, auth or not.
 
-use crate::config::AuthSettings;
-use crate::session::Identity;
+/// What `strip_request_headers` holds when the config does not set it. A trailing `*` is a
+/// prefix.
+pub const DEFAULT_STRIP: &[&str] = &[
+    "x-forwarded-user",
+    "x-forwarded-email",
+    "x-forwarded-groups",
+    "x-forwarded-preferred-username",
+    "x-forwarded-access-token",
+    "x-auth-request-*",
+    "x-forwarded-uri",
+    "x-forwarded-prefix",
+    "x-original-uri",
+    "x-envoy-*",
+];
 
-/// True when `name` is one of the identity headers in any spelling: any case, `_` for `-` (the
-/// gateway removes all of them from the client's request, on every path, before setting its
-/// own). The spellings are the ways proxies and frameworks conflate names: nginx with
-/// `underscores_in_headers`, CGI/WSGI environments, Envoy options. Runs for every header of
-/// every request, so it compares in place instead of normalising into new strings.
-pub fn is_identity_header(name: &str, identity_headers: &[&str]) -> bool {
-    fn fold(b: u8) -> u8 {
-        if b == b'_' {
-            b'-'
-        } else {
-            b.to_ascii_lowercase()
-        }
+/// Always stripped, whatever the config says: RFC 7239's `Forwarded`, whose `host`/`proto`
+/// would contradict the `X-Forwarded-Host`/`-Proto` the gateway sets, and those two (the
+/// gateway sets its own; a client's copy in another spelling must not survive next to it).
+const ALWAYS_STRIP: &[&str] = &["forwarded", "x-forwarded-host", "x-forwarded-proto"];
+
+/// `_` reads as `-` and case does not matter: the ways proxies and frameworks conflate names
+/// (nginx with `underscores_in_headers`, CGI/WSGI environments, Envoy options).
+fn fold(b: u8) -> u8 {
+    if b == b'_' {
+        b'-'
+    } else {
+        b.to_ascii_lowercase()
     }
-    let name = name.trim().as_bytes();
-    identity_headers.iter().any(|h| {
-        let h = h.trim().as_bytes();
-        h.len() == name.len() && h.iter().zip(name).all(|(a, b)| fold(*a) == fold(*b))
-    })
 }
 
-/// The configured identity header names, for [`is_identity_header`].
-pub fn identity_headers(settings: &AuthSettings) -> [&str; 2] {
-    [&settings.userid_header, &settings.groups_header]
+fn same_spelling(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| fold(*x) == fold(*y))
+}
+
+/// True when `name` is one of `identity_headers` in any spelling: any case, `_` for `-`.
+pub fn is_identity_header(name: &str, identity_headers: &[&str]) -> bool {
+    let name = name.trim().as_bytes();
+    identity_headers
+        .iter()
+        .any(|h| same_spelling(h.trim().as_bytes(), name))
+}
+
+/// The names stripped from every client request before it goes upstream, matched in every
+/// spelling. Built once at start; matching runs for every header of every request, so it
+/// compares in place instead of normalising into new strings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StripList {
+    exact: Vec<Vec<u8>>,
+    prefixes: Vec<Vec<u8>>,
+}
+
+impl StripList {
+    /// The identity headers, the always-stripped ones and `configured` (the default list when
+    /// the config leaves it out). An entry that is not a header name (or a prefix of one with
+    /// a trailing `*`) is an error naming it.
+    pub fn new(identity_headers: [&str; 2], configured: &[String]) -> Result<StripList, String> {
+        let mut list = StripList {
+            exact: Vec::new(),
+            prefixes: Vec::new(),
+        };
+        let fixed = identity_headers
+            .into_iter()
+            .chain(ALWAYS_STRIP.iter().copied());
+        for entry in fixed.chain(configured.iter().map(String::as_str)) {
+            let (name, prefix) = match entry.strip_suffix('*') {
+                Some(p) => (p, true),
+                None => (entry, false),
+            };
+            let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'+-.^_`|~".contains(&b);
+            if name.is_empty() || !name.bytes().all(token) {
+                return Err(format!(
+                    "{entry:?} is not a header name (or a prefix of one ending in '*')"
+                ));
+            }
+            let folded: Vec<u8> = name.bytes().map(fold).collect();
+            let into = if prefix {
+                &mut list.prefixes
+            } else {
+                &mut list.exact
+            };
+            if !into.contains(&folded) {
+                into.push(folded);
+            }
+        }
+        Ok(list)
+    }
+
+    /// With the default list.
+    pub fn with_defaults(identity_headers: [&str; 2]) -> StripList {
+        let defaults: Vec<String> = DEFAULT_STRIP.iter().map(|s| s.to_string()).collect();
+        Self::new(identity_headers, &defaults).expect("the default strip list is valid")
+    }
+
+    /// Whether a client header of this name is removed.
+    pub fn matches(&self, name: &str) -> bool {
+        let name = name.as_bytes();
+        self.exact.iter().any(|e| same_spelling(e, name))
+            || self
+                .prefixes
+                .iter()
+                .any(|p| name.len() >= p.len() && same_spelling(p, &name[..p.len()]))
+    }
 }
 
 /// Values with control characters (or non-visible ASCII other than space/tab) are refused,
@@ -44,30 +122,15 @@ pub fn safe_header_value(v: &str) -> bool {
         && !v.ends_with([' ', '\t'])
 }
 
-/// The identity headers the gateway sets for an allowed request: the user id (with the
-/// configured prefix, as oidc-authservice did) and the groups joined with ",". `decide` has
-/// already refused values for which these would be unsafe.
-pub fn identity_header_values(
-    settings: &AuthSettings,
-    identity: &Identity,
-) -> [(String, String); 2] {
-    [
-        (
-            settings.userid_header.clone(),
-            format!("{}{}", settings.userid_prefix, identity.user),
-        ),
-        (settings.groups_header.clone(), identity.groups.join(",")),
-    ]
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    const IDS: [&str; 2] = ["kubeflow-userid", "kubeflow-groups"];
+
     /// Every case and `_`/`-` spelling of an identity header is recognised; other headers are not.
     #[test]
     fn identity_header_spellings() {
-        let ids = ["kubeflow-userid", "kubeflow-groups"];
         for name in [
             "kubeflow-userid",
             "Kubeflow-Userid",
@@ -77,7 +140,7 @@ mod tests {
             "kubeflow-groups",
             "KUBEFLOW_GROUPS",
         ] {
-            assert!(is_identity_header(name, &ids), "{name}");
+            assert!(is_identity_header(name, &IDS), "{name}");
         }
         for name in [
             "kubeflow-userid2",
@@ -86,7 +149,7 @@ mod tests {
             "authorization",
             "",
         ] {
-            assert!(!is_identity_header(name, &ids), "{name}");
+            assert!(!is_identity_header(name, &IDS), "{name}");
         }
     }
 
@@ -94,6 +157,66 @@ mod tests {
     #[test]
     fn configured_names_are_canonicalised_too() {
         assert!(is_identity_header("x-user", &["X_User"]));
+    }
+
+    /// The default list strips the identity headers, every gateway's user headers (prefixes
+    /// included) and `Forwarded`, in any spelling; ordinary headers pass.
+    #[test]
+    fn default_strip_list() {
+        let list = StripList::with_defaults(IDS);
+        for name in [
+            "kubeflow-userid",
+            "KUBEFLOW_GROUPS",
+            "x-forwarded-user",
+            "X-Forwarded-Email",
+            "x_forwarded_groups",
+            "x-forwarded-preferred-username",
+            "x-forwarded-access-token",
+            "x-auth-request-user",
+            "X-Auth-Request-Email",
+            "x_auth_request_access_token",
+            "x-forwarded-uri",
+            "x-forwarded-prefix",
+            "x-original-uri",
+            "x-envoy-original-path",
+            "X-Envoy-Internal",
+            "forwarded",
+            "Forwarded",
+            "x-forwarded-host",
+            "x_forwarded_proto",
+        ] {
+            assert!(list.matches(name), "{name}");
+        }
+        for name in [
+            "x-forwarded-for",
+            "x-request-id",
+            "authorization",
+            "content-type",
+            "x-auth-request",
+            "x-envoy",
+            "x-forwarded-users",
+            "forwarded-for",
+        ] {
+            assert!(!list.matches(name), "{name}");
+        }
+    }
+
+    /// A configured list replaces the defaults but never the identity or forwarding headers;
+    /// entries must be header names.
+    #[test]
+    fn configured_strip_list() {
+        let list = StripList::new(IDS, &["x-remote-user".into(), "x-team-*".into()]).unwrap();
+        assert!(list.matches("X_Remote_User"));
+        assert!(list.matches("x-team-id"));
+        assert!(list.matches("kubeflow-userid"));
+        assert!(list.matches("forwarded"));
+        assert!(
+            !list.matches("x-forwarded-user"),
+            "the defaults are replaced"
+        );
+        assert!(StripList::new(IDS, &["bad header".into()]).is_err());
+        assert!(StripList::new(IDS, &["*".into()]).is_err());
+        assert!(StripList::new(IDS, &["".into()]).is_err());
     }
 
     /// Control characters, DEL and surrounding whitespace are refused; inner spaces, tabs and
@@ -123,24 +246,5 @@ mod tests {
         ] {
             assert!(!safe_header_value(bad), "{bad:?}");
         }
-    }
-
-    /// The user id gets the prefix; groups are joined with a comma.
-    #[test]
-    fn header_values_for_identity() {
-        let mut settings =
-            crate::config::test_settings(serde_json::json!({"userid_prefix": "oidc:"}));
-        settings.groups_header = "kubeflow-groups".into();
-        let id = Identity {
-            user: "u@x.com".into(),
-            groups: vec!["a".into(), "b".into()],
-        };
-        assert_eq!(
-            identity_header_values(&settings, &id),
-            [
-                ("kubeflow-userid".to_owned(), "oidc:u@x.com".to_owned()),
-                ("kubeflow-groups".to_owned(), "a,b".to_owned())
-            ]
-        );
     }
 }

@@ -32,6 +32,10 @@ pub struct Session {
     pub identity: Identity,
     /// Unix seconds.
     pub expires_at: u64,
+    /// Unix seconds, for `auth.sessions_not_before`. Sessions sealed before the field existed
+    /// read as 0: older than any cut-off, so a brake pulled today refuses them too.
+    #[serde(default)]
+    pub issued_at: u64,
 }
 
 /// Why a session value was not accepted.
@@ -187,6 +191,60 @@ pub fn cookie_value<'a>(header: &'a str, name: &str) -> Option<&'a str> {
     header.split(';').find_map(|pair| pair_value(pair, name))
 }
 
+/// Whether a cookie name is one of the gateway's own: the session cookie or a login-state
+/// cookie (`{cookie_name}_state_...`).
+pub fn is_gateway_cookie(name: &str, cookie_name: &str) -> bool {
+    name == cookie_name
+        || name
+            .strip_prefix(cookie_name)
+            .is_some_and(|rest| rest.starts_with("_state_"))
+}
+
+/// The `Cookie` header for the upstream: every pair of the request's `Cookie` headers (HTTP/2
+/// sends one per cookie) except the gateway's own cookies, joined with "; "; `keep_session`
+/// keeps the session cookie itself (`auth.forward_credentials`). `None` when nothing is
+/// removed (the header goes on untouched), `Some("")` when nothing is left.
+pub fn upstream_cookie(
+    headers: &http::HeaderMap,
+    cookie_name: &str,
+    keep_session: bool,
+) -> Option<String> {
+    let doomed = |pair: &[u8]| {
+        let name = pair
+            .split(|b| *b == b'=')
+            .next()
+            .unwrap_or_default()
+            .trim_ascii();
+        std::str::from_utf8(name)
+            .is_ok_and(|n| is_gateway_cookie(n, cookie_name) && !(keep_session && n == cookie_name))
+    };
+    let pairs = || {
+        headers
+            .get_all(http::header::COOKIE)
+            .iter()
+            .flat_map(|v| v.as_bytes().split(|b| *b == b';'))
+    };
+    if !pairs().any(doomed) {
+        return None;
+    }
+    let kept: Vec<String> = pairs()
+        .filter(|p| !doomed(p) && !p.trim_ascii().is_empty())
+        .map(|p| String::from_utf8_lossy(p.trim_ascii()).into_owned())
+        .collect();
+    Some(kept.join("; "))
+}
+
+/// Whether a `Set-Cookie` value from a model server sets one of the gateway's cookies (any
+/// attributes, `Domain` or not): a model server must not be able to fix a user's session.
+pub fn sets_gateway_cookie(set_cookie: &[u8], cookie_name: &str) -> bool {
+    let name = set_cookie
+        .split(|b| *b == b'=' || *b == b';')
+        .next()
+        .unwrap_or_default()
+        .trim_ascii();
+    std::str::from_utf8(name).is_ok_and(|n| is_gateway_cookie(n, cookie_name))
+}
+
 /// The value of one `name=value` pair when its name is `name`.
 fn pair_value<'a>(pair: &'a str, name: &str) -> Option<&'a str> {
     let (k, v) = pair.split_once('=')?;
@@ -216,6 +274,7 @@ mod tests {
                 groups: vec!["admins".into(), "ml".into()],
             },
             expires_at,
+            issued_at: 5,
         }
     }
 
@@ -385,6 +444,87 @@ mod tests {
             "s_state_abc=; Path=/authservice/oidc/callback; Max-Age=0; HttpOnly; SameSite=Lax; \
              Secure; Expires=Thu, 01 Jan 1970 00:00:00 GMT"
         );
+    }
+
+    /// A session sealed before `issued_at` existed opens with it at 0.
+    #[test]
+    fn sessions_without_issued_at_are_from_the_epoch() {
+        let codec = SessionCodec::new(&[secret('a')]);
+        let old = codec.seal(
+            "s",
+            br#"{"identity":{"user":"u","groups":[]},"expires_at":10}"#,
+        );
+        assert_eq!(codec.open_session("s", &old, 5).unwrap().issued_at, 0);
+    }
+
+    /// The upstream keeps every cookie but the gateway's session and login-state cookies, across
+    /// several Cookie headers; the header is untouched when there is nothing to remove.
+    #[test]
+    fn upstream_cookies() {
+        let up = |values: &[&str], keep| {
+            let mut h = http::HeaderMap::new();
+            for v in values {
+                h.append(
+                    http::header::COOKIE,
+                    http::HeaderValue::from_str(v).unwrap(),
+                );
+            }
+            upstream_cookie(&h, "authservice_session", keep)
+        };
+        assert_eq!(up(&["a=1; b=2"], false), None);
+        assert_eq!(up(&["authservice_sessionx=1"], false), None);
+        assert_eq!(
+            up(&["a=1; authservice_session=s; b=2"], false).as_deref(),
+            Some("a=1; b=2")
+        );
+        assert_eq!(
+            up(
+                &[
+                    "authservice_session=s",
+                    "authservice_session_state_abc=t",
+                    "c=3"
+                ],
+                false
+            )
+            .as_deref(),
+            Some("c=3")
+        );
+        assert_eq!(up(&["authservice_session=s"], false).as_deref(), Some(""));
+        assert_eq!(
+            up(&[" authservice_session =s;a=1"], false).as_deref(),
+            Some("a=1")
+        );
+        assert_eq!(
+            up(
+                &["authservice_session=s; authservice_session_state_x=t"],
+                true
+            )
+            .as_deref(),
+            Some("authservice_session=s")
+        );
+    }
+
+    /// A Set-Cookie for the session or a state cookie is recognised whatever its attributes.
+    #[test]
+    fn upstream_set_cookies() {
+        let name = "authservice_session";
+        for v in [
+            "authservice_session=x",
+            "authservice_session=x; Domain=example.com; Path=/",
+            " authservice_session =x",
+            "authservice_session_state_abcdefgh=y; Path=/authservice/oidc/callback",
+            "authservice_session",
+        ] {
+            assert!(sets_gateway_cookie(v.as_bytes(), name), "{v}");
+        }
+        for v in [
+            "other=1",
+            "authservice_sessions=1",
+            "x=authservice_session",
+            "Authservice_session=1",
+        ] {
+            assert!(!sets_gateway_cookie(v.as_bytes(), name), "{v}");
+        }
     }
 
     /// Cookie lookup: exact name (not a prefix), joined headers, spaces, quotes, first wins,

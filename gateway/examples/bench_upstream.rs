@@ -186,6 +186,7 @@ fn seal_cookie(args: &[String]) -> Result<(), String> {
             groups: vec!["kubeflow-users".to_owned()],
         },
         expires_at: now + 24 * 3600,
+        issued_at: now,
     };
     println!("{}", codec.seal_session(name, &session));
     Ok(())

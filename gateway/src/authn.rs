@@ -4,7 +4,7 @@
 
 use arc_swap::ArcSwapOption;
 use auth::config::AuthSettings;
-use auth::decide::{decide, AuthDecision, RequestInfo};
+use auth::decide::{bearer_jwt, decide, Decision, Request};
 use auth::flow::{self, LoginStart};
 use auth::jwt::{KeyCache, TokenError, Verified, VerifyParams};
 use auth::provider::{self, ProviderMetadata};
@@ -98,11 +98,9 @@ impl Authn {
         self.meta.load().is_some() && !self.keys.keys().is_empty()
     }
 
-    /// The identity headers, lower-case, for stripping and setting.
-    pub fn identity_headers(&self) -> [&str; 2] {
-        [&self.settings.userid_header, &self.settings.groups_header]
-    }
-
+    /// The first key fetch, before the gateway is ready (no request can be waiting on a
+    /// refetch yet). It does not count for the refetch rate limit, so a key rotated just after
+    /// start is still fetched when its first token arrives.
     async fn fetch_keys(&self) -> Result<(), String> {
         let Some(meta) = self.meta.load_full() else {
             return Err("provider not discovered yet".into());
@@ -110,6 +108,17 @@ impl Authn {
         let keys = provider::fetch_jwks(&self.http, &meta.jwks_uri).await?;
         self.keys.replace(keys);
         Ok(())
+    }
+
+    /// The periodic refresh, through the key cache's single flight: it never runs next to an
+    /// on-demand refetch, and counts as one for the rate limit.
+    async fn refresh_keys(&self) -> Result<usize, String> {
+        let Some(meta) = self.meta.load_full() else {
+            return Err("provider not discovered yet".into());
+        };
+        self.keys
+            .refresh(now(), || provider::fetch_jwks(&self.http, &meta.jwks_uri))
+            .await
     }
 
     /// Background work: discovery and the first key fetch with backoff (the gateway is not
@@ -147,7 +156,7 @@ impl Authn {
             tokio::select! {
                 _ = shutdown.changed() => return,
                 _ = tick.tick() => {
-                    if let Err(e) = self.fetch_keys().await {
+                    if let Err(e) = self.refresh_keys().await {
                         tracing::warn!(error = %e, "JWKS refresh failed; keeping the cached keys");
                     }
                 }
@@ -180,22 +189,14 @@ impl Authn {
         self.keys.verify(token, &self.params, now, fetch).await
     }
 
-    /// The decision for one request. A bearer JWT is verified first (async, may refetch keys);
-    /// the pure `decide` does the rest.
-    pub async fn decide(&self, req: &RequestInfo<'_>, now: u64) -> AuthDecision {
-        let jwt = req
-            .authorization
-            .and_then(bearer)
-            .filter(|t| t.bytes().filter(|b| *b == b'.').count() == 2);
-        let verified = match jwt {
+    /// The decision for one request. A bearer JWT is verified first (async: an unknown `kid`
+    /// may refetch the keys); the pure `auth::decide::decide` does the rest.
+    pub async fn decide(&self, req: &Request<'_>, now: u64) -> Decision {
+        let verified = match bearer_jwt(req.headers) {
             Some(t) => Some(self.verify_jwt(t, now).await),
             None => None,
         };
-        decide(&self.settings, &self.codec, req, now, &mut |_| {
-            verified
-                .clone()
-                .unwrap_or_else(|| Err("not a valid session or ID token".into()))
-        })
+        decide(&self.settings, &self.codec, req, now, verified)
     }
 
     /// The 302 to the provider's login page, with its state cookie.
@@ -231,7 +232,7 @@ impl Authn {
         cookie_header: Option<&str>,
         host: &str,
         tls: bool,
-    ) -> Result<(String, Vec<String>), String> {
+    ) -> Result<(String, Vec<String>), LoginError> {
         let now = now();
         let secure = self.settings.secure_for(tls);
         let pending = flow::check_callback(
@@ -242,8 +243,13 @@ impl Authn {
             secure,
             now,
         )
-        .map_err(|e| e.to_string())?;
-        let meta = self.meta.load_full().ok_or("provider not discovered yet")?;
+        .map_err(|e| LoginError::new(e.to_string(), format!("{e:?}")))?;
+        let meta = self.meta.load_full().ok_or_else(|| {
+            LoginError::new(
+                "the identity provider is not reachable yet".into(),
+                "provider not discovered yet".into(),
+            )
+        })?;
         let id_token = provider::exchange_code(
             &self.http,
             &meta,
@@ -253,13 +259,17 @@ impl Authn {
             &pending.verifier,
             &self.redirect_uri(host, tls),
         )
-        .await?;
-        let verified = self
-            .verify(&id_token, now)
-            .await
-            .map_err(|e| format!("ID token from the provider: {e}"))?;
+        .await
+        .map_err(|e| LoginError::new("the identity provider refused the login code".into(), e))?;
+        let verified = self.verify(&id_token, now).await.map_err(|e| {
+            LoginError::new(
+                "the ID token from the identity provider did not verify".into(),
+                format!("ID token from the provider: {e}"),
+            )
+        })?;
         if verified.nonce.as_deref() != Some(pending.nonce.as_str()) {
-            return Err("ID token nonce does not match the login".into());
+            let why = "the ID token's nonce does not match the login";
+            return Err(LoginError::new(why.into(), why.into()));
         }
         let identity = Identity {
             user: verified.user,
@@ -274,14 +284,21 @@ impl Authn {
         ))
     }
 
-    /// Logout: clear the session cookie; go to the provider's end-session page when it has one.
+    /// Logout: clear the session cookie; go to the provider's end-session page, where the
+    /// browser reaches the provider (not at the in-cluster issuer address), when it has one.
     pub fn logout(&self, tls: bool) -> (String, String) {
         let meta = self.meta.load_full();
-        let end = meta
-            .as_ref()
-            .and_then(|m| m.end_session_endpoint.as_deref());
+        let location = match meta.as_deref() {
+            Some(m) => flow::logout_location(
+                m.end_session_endpoint.as_deref(),
+                &self.settings.issuer,
+                &m.authorization_endpoint,
+                self.settings.authorization_url.as_deref(),
+            ),
+            None => "/".to_owned(),
+        };
         (
-            flow::logout_location(end, None),
+            location,
             session::clear_cookie(
                 &self.settings.cookie_name,
                 "/",
@@ -295,17 +312,10 @@ impl Authn {
         let session = Session {
             identity,
             expires_at: now + self.settings.session_lifetime.as_secs(),
+            issued_at: now,
         };
         self.codec
             .seal_session(&self.settings.cookie_name, &session)
-    }
-
-    pub fn http(&self) -> &reqwest::Client {
-        &self.http
-    }
-
-    pub fn metadata(&self) -> Option<Arc<ProviderMetadata>> {
-        self.meta.load_full()
     }
 
     pub async fn discover_now(&self) -> Result<(), String> {
@@ -315,13 +325,18 @@ impl Authn {
     }
 }
 
-/// The token of an `Authorization: Bearer <token>` value (scheme case-insensitive).
-pub fn bearer(header: &str) -> Option<&str> {
-    let (scheme, token) = header.trim().split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim())
-        .filter(|t| !t.is_empty())
+/// Why a login callback failed: what the browser is told, and the detail for the log (which
+/// may name the provider's addresses or repeat its error text).
+#[derive(Debug)]
+pub struct LoginError {
+    pub client: String,
+    pub detail: String,
+}
+
+impl LoginError {
+    fn new(client: String, detail: String) -> Self {
+        LoginError { client, detail }
+    }
 }
 
 /// Runs the provider state as a pingora background service.
@@ -331,20 +346,5 @@ pub struct AuthnService(pub Arc<Authn>);
 impl pingora::services::background::BackgroundService for AuthnService {
     async fn start(&self, shutdown: ShutdownWatch) {
         self.0.run(shutdown).await;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Only `Bearer <token>` (any case) yields a token.
-    #[test]
-    fn bearer_values() {
-        assert_eq!(bearer("Bearer abc"), Some("abc"));
-        assert_eq!(bearer("bearer  abc "), Some("abc"));
-        assert_eq!(bearer("Basic abc"), None);
-        assert_eq!(bearer("Bearer"), None);
-        assert_eq!(bearer("Bearer "), None);
     }
 }

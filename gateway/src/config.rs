@@ -53,6 +53,11 @@ pub struct Listener {
     /// Terminate TLS on this listener with these certificates (chosen by SNI).
     #[serde(default)]
     pub tls: Option<ListenerTls>,
+    /// Ports clients put in `Host` that mean this listener: the ports of whatever forwards to
+    /// it (a NodePort, a LoadBalancer's port). Default 80, or 443 with `tls`. The listener's
+    /// own port always counts; any other port in `Host` is a 404.
+    #[serde(default)]
+    pub public_ports: Option<Vec<u16>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -132,6 +137,15 @@ pub struct Downstream {
     /// Request bodies above this many bytes get 413.
     #[serde(default = "default_max_body")]
     pub max_request_body_bytes: u64,
+    /// Client headers removed before the request goes upstream, in every spelling (case, `_`
+    /// for `-`); a trailing `*` is a prefix. Replaces the default list
+    /// (`auth::headers::DEFAULT_STRIP`); the identity headers and `Forwarded` are always
+    /// removed.
+    #[serde(default)]
+    pub strip_request_headers: Option<Vec<String>>,
+    /// Client headers whose name contains `_`: `drop` them, or `reject` the request with 400.
+    #[serde(default)]
+    pub headers_with_underscores: routes::request::Underscores,
 }
 
 impl Default for Downstream {
@@ -139,6 +153,8 @@ impl Default for Downstream {
         Downstream {
             keepalive_timeout: default_keepalive(),
             max_request_body_bytes: default_max_body(),
+            strip_request_headers: None,
+            headers_with_underscores: Default::default(),
         }
     }
 }
@@ -193,6 +209,7 @@ fn default_listeners() -> Vec<Listener> {
         address: "0.0.0.0:8080".into(),
         auth: true,
         tls: None,
+        public_ports: None,
     }]
 }
 fn default_admin_address() -> String {
@@ -238,6 +255,8 @@ pub struct ListenerSettings {
     pub auth: bool,
     /// Loaded and checked certificates, when the listener terminates TLS.
     pub tls: Option<std::sync::Arc<certs::CertStore>>,
+    /// The `Host` ports that mean this listener: its own, then `public_ports`.
+    pub served_ports: Vec<u16>,
 }
 
 #[derive(Debug, Clone)]
@@ -253,7 +272,16 @@ pub struct Settings {
     pub threads: usize,
     pub shutdown: Shutdown,
     pub auth: Option<auth::config::AuthSettings>,
+    /// The identity headers (lower case), the auth section's or Kubeflow's defaults: stripped
+    /// from every client request even without auth.
+    pub identity_headers: [String; 2],
+    /// What is stripped from every client request.
+    pub strip: auth::headers::StripList,
 }
+
+/// Identity headers stripped from client requests even when auth is not configured, so a
+/// client can never hand a model a user name.
+const DEFAULT_IDENTITY_HEADERS: [&str; 2] = ["kubeflow-userid", "kubeflow-groups"];
 
 /// Every problem found in a configuration, each naming its field.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -320,12 +348,27 @@ impl Config {
                     }
                 }
             });
+            let public = l
+                .public_ports
+                .clone()
+                .unwrap_or_else(|| vec![if l.tls.is_some() { 443 } else { 80 }]);
+            if public.contains(&0) {
+                err(
+                    format!("listeners[{i}].public_ports"),
+                    "0 is not a port".into(),
+                );
+            }
             match l.address.parse::<SocketAddr>() {
-                Ok(address) => listeners.push(ListenerSettings {
-                    address,
-                    auth: l.auth,
-                    tls,
-                }),
+                Ok(address) => {
+                    let mut served_ports = vec![address.port()];
+                    served_ports.extend(public.iter().filter(|p| **p != address.port()));
+                    listeners.push(ListenerSettings {
+                        address,
+                        auth: l.auth,
+                        tls,
+                        served_ports,
+                    })
+                }
                 Err(_) => err(
                     format!("listeners[{i}].address"),
                     format!("{:?} is not an ip:port socket address", l.address),
@@ -424,9 +467,13 @@ impl Config {
             err("log.level".into(), format!("{:?}: {e}", self.log.level));
         }
 
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
         let auth = match self.auth {
             None => None,
-            Some(a) => match a.validate(origin, base, &|name| std::env::var(name).ok()) {
+            Some(a) => match a.validate(origin, base, &|name| std::env::var(name).ok(), now) {
                 Ok(s) => Some(s),
                 Err(mut e) => {
                     errors.append(&mut e);
@@ -435,11 +482,33 @@ impl Config {
             },
         };
 
+        let identity_headers = match &auth {
+            Some(a) => [a.userid_header.clone(), a.groups_header.clone()],
+            None => DEFAULT_IDENTITY_HEADERS.map(String::from),
+        };
+        let configured: Vec<String> = match &self.downstream.strip_request_headers {
+            Some(list) => list.clone(),
+            None => auth::headers::DEFAULT_STRIP
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+        };
+        let strip = auth::headers::StripList::new(
+            [&identity_headers[0], &identity_headers[1]],
+            &configured,
+        )
+        .unwrap_or_else(|e| {
+            errors.push(format!("{origin}: downstream.strip_request_headers: {e}"));
+            auth::headers::StripList::with_defaults(DEFAULT_IDENTITY_HEADERS)
+        });
+
         if !errors.is_empty() {
             return Err(ConfigErrors(errors));
         }
         Ok(Settings {
             auth,
+            identity_headers,
+            strip,
             listeners,
             admin,
             route_dir,

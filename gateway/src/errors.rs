@@ -7,22 +7,25 @@ use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 use pingora::{Error, ErrorType};
 
-/// What went wrong, in the client's terms.
+/// What went wrong, in the client's terms: what the client did wrong, never how the gateway
+/// is wired (no internal addresses, no provider text); the detail goes to the log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GatewayError {
     /// No `Host`, more than one, or one that is not a host name.
     BadHost(String),
-    /// The request itself is malformed (body framing, headers pingora rejected late).
+    /// A request head refused by `routes::request` (framing, target, path, header names).
+    Head(routes::request::HeadError),
+    /// The request itself is malformed (body framing pingora refused while streaming).
     BadRequest(String),
     /// No route table has been loaded yet.
     NotReady,
     /// The OpenID Connect provider has not been discovered yet.
     AuthNotReady,
-    /// No credentials, or ones that do not verify; `WWW-Authenticate: Bearer` goes with it.
-    Unauthorized(String),
-    /// A verified user outside the allow-lists.
-    Forbidden(String),
-    /// No InferenceService claims the host.
+    /// Refused by the auth decision (401, 403, 400 or 503, with its challenge).
+    Auth(auth::decide::Deny),
+    /// The login callback failed; the text is safe to show (the detail was logged).
+    LoginFailed(String),
+    /// No InferenceService claims the host (or the host's port is not served here).
     UnknownHost(String),
     /// The request body is larger than `downstream.max_request_body_bytes`.
     BodyTooLarge { limit: u64 },
@@ -40,9 +43,10 @@ impl GatewayError {
     pub fn status(&self) -> u16 {
         match self {
             GatewayError::BadHost(_) | GatewayError::BadRequest(_) => 400,
+            GatewayError::Head(e) => e.status(),
             GatewayError::NotReady | GatewayError::AuthNotReady => 503,
-            GatewayError::Unauthorized(_) => 401,
-            GatewayError::Forbidden(_) => 403,
+            GatewayError::Auth(d) => d.status(),
+            GatewayError::LoginFailed(_) => 401,
             GatewayError::UnknownHost(_) => 404,
             GatewayError::BodyTooLarge { .. } => 413,
             GatewayError::NoRevisionReachable { .. } => 503,
@@ -56,10 +60,12 @@ impl GatewayError {
         match self {
             GatewayError::BadHost(why) => format!("bad Host header: {why}"),
             GatewayError::BadRequest(why) => format!("bad request: {why}"),
+            GatewayError::Head(e) if e.status() == 501 => format!("not implemented: {e}"),
+            GatewayError::Head(e) => format!("bad request: {e}"),
             GatewayError::NotReady => "routes are not loaded yet".into(),
             GatewayError::AuthNotReady => "the OpenID Connect provider is not reachable yet".into(),
-            GatewayError::Unauthorized(why) => format!("unauthorized: {why}"),
-            GatewayError::Forbidden(why) => format!("forbidden: {why}"),
+            GatewayError::Auth(d) => d.message(),
+            GatewayError::LoginFailed(why) => format!("login failed: {why}"),
             GatewayError::UnknownHost(h) => format!("no InferenceService serves host {h:?}"),
             GatewayError::BodyTooLarge { limit } => {
                 format!("request body is larger than {limit} bytes")
@@ -103,7 +109,24 @@ impl GatewayError {
             _ => GatewayError::UpstreamFailed { isvc },
         }
     }
+
+    /// The connection cannot carry another request after this answer: an oversized body is
+    /// never read to its end, and a refused framing leaves the next request's start unknown.
+    pub fn closes(&self) -> bool {
+        match self {
+            GatewayError::BodyTooLarge { .. } => true,
+            GatewayError::Head(e) => e.closes(),
+            _ => false,
+        }
+    }
 }
+
+/// Headers on every response the gateway writes itself: a browser must not sniff a JSON error
+/// into HTML, and no cache may keep an answer about one user's credentials.
+pub const OWN_RESPONSE_HEADERS: [(&str, &str); 2] = [
+    ("x-content-type-options", "nosniff"),
+    ("cache-control", "no-store"),
+];
 
 /// Writes `err` as the whole response, with `x-request-id` when known. Uses the session's
 /// normal write path (not `respond_error`) so a keep-alive connection survives a 404. `close`
@@ -115,27 +138,23 @@ pub async fn respond(
     close: bool,
 ) -> pingora::Result<()> {
     let body = err.body();
-    let mut resp = ResponseHeader::build(err.status(), Some(4))?;
+    let mut resp = ResponseHeader::build(err.status(), Some(6))?;
     resp.insert_header("content-type", "application/json")?;
     resp.insert_header("content-length", body.len().to_string())?;
+    for (name, value) in OWN_RESPONSE_HEADERS {
+        resp.insert_header(name, value)?;
+    }
     if let Some(id) = request_id {
         resp.insert_header("x-request-id", id.clone())?;
     }
-    if let GatewayError::Unauthorized(why) = err {
-        // RFC 6750 §3; the description must not break the quoted string.
-        let why: String = why
-            .chars()
-            .filter(|c| *c != '"' && *c != '\\' && !c.is_control())
-            .collect();
-        resp.insert_header(
-            "www-authenticate",
-            format!(
-                "Bearer realm=\"modelgate\", error=\"invalid_token\", error_description=\"{why}\""
-            ),
-        )?;
+    if let Some(challenge) = match err {
+        GatewayError::Auth(d) => d.www_authenticate(),
+        GatewayError::LoginFailed(_) => Some("Bearer realm=\"modelgate\"".to_owned()),
+        _ => None,
+    } {
+        resp.insert_header("www-authenticate", challenge)?;
     }
-    // An oversized body is never read to its end, so its connection cannot be reused either.
-    if close || matches!(err, GatewayError::BodyTooLarge { .. }) {
+    if close || err.closes() {
         resp.insert_header("connection", "close")?;
         session.set_keepalive(None);
     }
@@ -150,10 +169,12 @@ pub async fn redirect(
     cookies: &[String],
     request_id: &HeaderValue,
 ) -> pingora::Result<()> {
-    let mut resp = ResponseHeader::build(302, Some(4 + cookies.len()))?;
+    let mut resp = ResponseHeader::build(302, Some(5 + cookies.len()))?;
     resp.insert_header("location", location)?;
     resp.insert_header("content-length", "0")?;
-    resp.insert_header("cache-control", "no-store")?;
+    for (name, value) in OWN_RESPONSE_HEADERS {
+        resp.insert_header(name, value)?;
+    }
     resp.insert_header("x-request-id", request_id.clone())?;
     for c in cookies {
         resp.append_header("set-cookie", c)?;

@@ -13,6 +13,7 @@ pub struct Metrics {
     pub latency: Histogram,
     pub upstream_failures: IntCounterVec,
     pub failovers: IntCounterVec,
+    pub blocked_set_cookies: IntCounterVec,
     pub reloads_ok: IntCounter,
     pub reloads_failed: IntCounter,
     pub route_hosts: IntGauge,
@@ -64,6 +65,14 @@ impl Metrics {
             &["namespace", "isvc", "from_revision"],
         )
         .expect("static metric definition");
+        let blocked_set_cookies = IntCounterVec::new(
+            Opts::new(
+                "modelgate_blocked_set_cookies_total",
+                "Set-Cookie headers from upstreams for the gateway's own cookies, removed.",
+            ),
+            &["namespace", "isvc"],
+        )
+        .expect("static metric definition");
         let reloads = IntCounterVec::new(
             Opts::new(
                 "modelgate_reloads_total",
@@ -89,6 +98,7 @@ impl Metrics {
             Box::new(latency.clone()),
             Box::new(upstream_failures.clone()),
             Box::new(failovers.clone()),
+            Box::new(blocked_set_cookies.clone()),
             Box::new(reloads.clone()),
             Box::new(route_hosts.clone()),
             Box::new(route_objects.clone()),
@@ -102,6 +112,7 @@ impl Metrics {
             latency,
             upstream_failures,
             failovers,
+            blocked_set_cookies,
             reloads_ok: reloads.with_label_values(&["success"]),
             reloads_failed: reloads.with_label_values(&["failure"]),
             route_hosts,
@@ -149,6 +160,7 @@ mod tests {
             .with_label_values(&["ns", "m", "m-predictor-00001", "2xx"])
             .inc();
         m.failovers.with_label_values(&["ns", "m", "r"]).inc();
+        m.blocked_set_cookies.with_label_values(&["ns", "m"]).inc();
         m.upstream_failures
             .with_label_values(&["ns", "m", "r", "connect"])
             .inc();
@@ -159,6 +171,7 @@ mod tests {
             "modelgate_requests_total{class=\"2xx\",isvc=\"m\",namespace=\"ns\",revision=\"m-predictor-00001\"} 1",
             "modelgate_request_duration_seconds_bucket",
             "modelgate_failovers_total",
+            "modelgate_blocked_set_cookies_total{isvc=\"m\",namespace=\"ns\"} 1",
             "modelgate_upstream_failures_total",
             "modelgate_reloads_total{result=\"success\"} 1",
             "modelgate_reloads_total{result=\"failure\"} 0",

@@ -5,16 +5,21 @@
 use crate::authn::Authn;
 use crate::errors::{redirect, respond, GatewayError};
 use crate::metrics::status_class;
-use crate::request::{forwarded_for, new_request_id, request_host, request_id};
+use crate::request::{
+    forwarded_for, forwarded_target, new_request_id, request_authority, request_id,
+};
 use crate::state::{Live, Snapshot};
 use async_trait::async_trait;
+use auth::decide::Decision;
+use auth::headers::StripList;
 use bytes::Bytes;
 use http::HeaderValue;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::HttpPeer;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorSource, ErrorType, Result};
-use routes::{HostRoute, Target};
+use routes::request::Underscores;
+use routes::{HostError, HostRoute, Target};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -35,9 +40,17 @@ pub struct Gateway {
     pub settings: ProxySettings,
     /// Set when `auth:` is configured and this listener authenticates.
     pub authn: Option<Arc<Authn>>,
-    /// Names of the identity headers (lower-case): stripped from every client request, set only
-    /// from a verified identity.
+    /// Names of the identity headers (lower-case): set only from a verified identity.
     pub identity_headers: [http::HeaderName; 2],
+    /// Client headers removed from every request (the identity headers among them).
+    pub strip: StripList,
+    pub underscores: Underscores,
+    /// The session cookie's name when `auth:` is configured, on every listener (one without
+    /// auth must not hand the gateway's cookies to a model server either).
+    pub cookie_name: Option<String>,
+    pub forward_credentials: bool,
+    /// Local port of each listener of this service, with the `Host` ports it serves.
+    pub served_ports: Vec<(u16, Vec<u16>)>,
 }
 
 /// Per-request state. The route and target are `Arc`s taken from one table snapshot, so a
@@ -48,6 +61,8 @@ pub struct Ctx {
     snapshot: Option<Arc<Snapshot>>,
     request_id: HeaderValue,
     host: Option<String>,
+    /// The target sent upstream when it is not the one received (normalised path, origin form).
+    forward: Option<http::uri::PathAndQuery>,
     /// The `Host` as the client sent it (port included), for `X-Forwarded-Host` and redirects.
     raw_host: HeaderValue,
     route: Option<Arc<HostRoute>>,
@@ -103,10 +118,18 @@ impl Ctx {
 enum AuthStep {
     /// Go on to routing (with `ctx.identity` set when a user was verified).
     Continue,
-    /// A response was written here (redirect, 401/403, callback, logout).
+    /// A response was written here (redirect, refusal, callback, logout).
     Answered,
     /// The OIDC provider's own pages: proxy them without auth.
     Provider,
+}
+
+/// The path the request is handled and forwarded with: normalised.
+fn handled_path<'a>(
+    forward: &'a Option<http::uri::PathAndQuery>,
+    req: &'a RequestHeader,
+) -> &'a str {
+    forward.as_ref().map_or(req.uri.path(), |t| t.path())
 }
 
 impl Gateway {
@@ -114,7 +137,20 @@ impl Gateway {
         self.settings.scheme == "https"
     }
 
-    /// Login flow endpoints, the provider pass-through, and the per-request decision.
+    /// The `Host` ports that mean the listener this request came in on.
+    fn served_ports(&self, session: &Session) -> &[u16] {
+        let port = session
+            .server_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.port());
+        self.served_ports
+            .iter()
+            .find(|(p, _)| Some(*p) == port)
+            .map(|(_, ports)| ports.as_slice())
+            .unwrap_or(&[])
+    }
+
+    /// Acts on the one auth decision (`auth::decide`): nothing is decided here.
     async fn authenticate(
         &self,
         authn: &Authn,
@@ -123,95 +159,59 @@ impl Gateway {
         route: Option<&HostRoute>,
     ) -> Result<AuthStep> {
         let req = session.req_header();
-        let path = req.uri.path().to_string();
-        let path_and_query = req
-            .uri
-            .path_and_query()
-            .map(|p| p.as_str().to_string())
-            .unwrap_or_else(|| path.clone());
-        let cookies: Vec<&str> = req
-            .headers
-            .get_all(http::header::COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .collect();
-        let cookie = (!cookies.is_empty()).then(|| cookies.join("; "));
-        let normalized = auth::paths::normalize(&path);
-        if normalized
-            .as_deref()
-            .is_some_and(|p| authn.settings.is_provider_path(p))
-        {
-            ctx.target = Some(authn.provider_target.clone());
-            return Ok(AuthStep::Provider);
-        }
-        if path == authn.settings.redirect_path {
-            let query = req.uri.query().unwrap_or("").to_string();
-            let outcome = authn
-                .finish_login(&query, cookie.as_deref(), ctx.raw_host(), self.tls())
-                .await;
-            return match outcome {
-                Ok((location, set_cookies)) => {
-                    redirect(session, &location, &set_cookies, &ctx.request_id).await?;
-                    Ok(AuthStep::Answered)
-                }
-                Err(why) => {
-                    tracing::warn!(error = %why, "login callback refused");
-                    self.reject(
-                        session,
-                        ctx,
-                        GatewayError::Unauthorized(format!("login failed: {why}")),
-                    )
-                    .await?;
-                    Ok(AuthStep::Answered)
-                }
-            };
-        }
-        if path == authn.settings.logout_path && matches!(req.method.as_str(), "GET" | "POST") {
-            let (location, clear) = authn.logout(self.tls());
-            redirect(session, &location, &[clear], &ctx.request_id).await?;
-            return Ok(AuthStep::Answered);
-        }
-        if !authn.is_ready() {
-            self.reject(session, ctx, GatewayError::AuthNotReady)
-                .await?;
-            return Ok(AuthStep::Answered);
-        }
-        let mut authorizations = req.headers.get_all(http::header::AUTHORIZATION).iter();
-        let authorization = match (authorizations.next(), authorizations.next()) {
-            (Some(_), Some(_)) => {
-                self.reject(
-                    session,
-                    ctx,
-                    GatewayError::Unauthorized("more than one Authorization header".into()),
-                )
-                .await?;
-                return Ok(AuthStep::Answered);
-            }
-            (Some(v), None) => Some(v.to_str().unwrap_or("")),
-            (None, _) => None,
-        };
-        let info = auth::decide::RequestInfo {
-            method: req.method.as_str(),
-            path: &path_and_query,
-            accept: req
-                .headers
-                .get(http::header::ACCEPT)
-                .and_then(|v| v.to_str().ok()),
-            cookie: cookie.as_deref(),
-            authorization,
+        let facts = auth::decide::Request {
+            method: &req.method,
+            path: handled_path(&ctx.forward, req),
+            headers: &req.headers,
             namespace: route.map(|r| r.isvc.namespace.as_str()).unwrap_or(""),
             isvc: route.map(|r| r.isvc.name.as_str()).unwrap_or(""),
+            ready: authn.is_ready(),
         };
-        let decision = authn.decide(&info, crate::authn::now()).await;
-        use auth::decide::AuthDecision;
-        let err = match decision {
-            AuthDecision::Allow(identity) => {
+        let err = match authn.decide(&facts, crate::authn::now()).await {
+            Decision::Provider => {
+                ctx.target = Some(authn.provider_target.clone());
+                return Ok(AuthStep::Provider);
+            }
+            Decision::Allow(identity) => {
                 ctx.identity = Some(identity);
+                if !self.forward_credentials {
+                    session
+                        .req_header_mut()
+                        .remove_header(&http::header::AUTHORIZATION);
+                }
                 return Ok(AuthStep::Continue);
             }
-            AuthDecision::Anonymous => return Ok(AuthStep::Continue),
-            AuthDecision::Login => {
-                match authn.start_login(ctx.raw_host(), self.tls(), &path_and_query) {
+            Decision::Anonymous => return Ok(AuthStep::Continue),
+            Decision::Callback => {
+                let cookies = cookie_header(req);
+                let query = req.uri.query().unwrap_or("").to_string();
+                let outcome = authn
+                    .finish_login(&query, cookies.as_deref(), ctx.raw_host(), self.tls())
+                    .await;
+                match outcome {
+                    Ok((location, set_cookies)) => {
+                        redirect(session, &location, &set_cookies, &ctx.request_id).await?;
+                        return Ok(AuthStep::Answered);
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e.detail, request_id = ctx.request_id.to_str().unwrap_or_default(), "login callback refused");
+                        GatewayError::LoginFailed(e.client)
+                    }
+                }
+            }
+            Decision::Logout => {
+                let (location, clear) = authn.logout(self.tls());
+                redirect(session, &location, &[clear], &ctx.request_id).await?;
+                return Ok(AuthStep::Answered);
+            }
+            Decision::Login => {
+                // Back to the path as forwarded, so the login returns exactly where auth ran.
+                let return_to = match (&ctx.forward, req.uri.path_and_query()) {
+                    (Some(t), _) => t.as_str().to_string(),
+                    (None, Some(pq)) => pq.as_str().to_string(),
+                    (None, None) => "/".to_string(),
+                };
+                match authn.start_login(ctx.raw_host(), self.tls(), &return_to) {
                     Some(login) => {
                         redirect(
                             session,
@@ -225,15 +225,7 @@ impl Gateway {
                     None => GatewayError::AuthNotReady,
                 }
             }
-            AuthDecision::Deny {
-                status: 403,
-                reason,
-            } => GatewayError::Forbidden(reason),
-            AuthDecision::Deny {
-                status: 400,
-                reason,
-            } => GatewayError::BadRequest(reason),
-            AuthDecision::Deny { reason, .. } => GatewayError::Unauthorized(reason),
+            Decision::Deny(deny) => GatewayError::Auth(deny),
         };
         self.reject(session, ctx, err).await?;
         Ok(AuthStep::Answered)
@@ -243,6 +235,17 @@ impl Gateway {
         respond(session, &err, Some(&ctx.request_id), false).await?;
         Ok(true)
     }
+}
+
+/// Every `Cookie` header of the request as one value (HTTP/2 sends one per cookie).
+fn cookie_header(req: &RequestHeader) -> Option<String> {
+    let cookies: Vec<&str> = req
+        .headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    (!cookies.is_empty()).then(|| cookies.join("; "))
 }
 
 /// Header names the gateway sets upstream, parsed once.
@@ -315,6 +318,7 @@ impl ProxyHttp for Gateway {
             snapshot: None,
             request_id: HeaderValue::from_static(""),
             host: None,
+            forward: None,
             raw_host: HeaderValue::from_static(""),
             route: None,
             identity: None,
@@ -328,35 +332,74 @@ impl ProxyHttp for Gateway {
     }
 
     async fn early_request_filter(&self, session: &mut Session, _ctx: &mut Ctx) -> Result<()> {
-        // pingora keeps idle HTTP/1.1 client connections forever unless told otherwise.
-        session.set_keepalive(Some(self.settings.keepalive_secs));
+        // pingora keeps idle HTTP/1.1 client connections forever unless told otherwise. It has
+        // already switched keep-alive off where the request's framing demands a close
+        // (`Transfer-Encoding` with `Content-Length`, in either order) or the client asked for
+        // one; setting a timeout then would turn it back on.
+        if session.get_keepalive().is_some() {
+            session.set_keepalive(Some(self.settings.keepalive_secs));
+        }
         Ok(())
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         ctx.start = Instant::now();
-        // Identity headers are never trusted from a client, on any path, in any spelling.
-        strip_identity_headers(session.req_header_mut(), &self.identity_headers);
         let req = session.req_header();
         ctx.request_id = request_id(req.headers.get("x-request-id"), new_request_id);
-        let (host, raw_host) = match request_host(req) {
+        // The head first: framing, target and the one normalised path (routes::request).
+        // HTTP/1's raw head keeps what the parsed target drops (a fragment); HTTP/2 has none.
+        let downstream = session.as_downstream();
+        let head = (!downstream.is_http2()).then(|| downstream.to_h1_raw());
+        let raw_target = head
+            .as_deref()
+            .and_then(routes::request::raw_request_target)
+            .unwrap_or(req.raw_path());
+        match forwarded_target(req, raw_target) {
+            Ok(forward) => ctx.forward = forward,
+            Err(e) => return self.reject(session, ctx, GatewayError::Head(e)).await,
+        }
+        // Headers a client must not set, on any path, in any spelling, auth or not.
+        if let Err(e) =
+            strip_client_headers(session.req_header_mut(), &self.strip, self.underscores)
+        {
+            return self.reject(session, ctx, GatewayError::Head(e)).await;
+        }
+        let req = session.req_header();
+        let (authority, raw_host) = match request_authority(req) {
             Ok(h) => h,
             Err(why) => return self.reject(session, ctx, GatewayError::BadHost(why)).await,
         };
         ctx.raw_host = match raw_host {
             Some(h) => h,
-            // HTTP/2 without `Host`: the authority, which `request_host` has just checked.
-            None => {
-                HeaderValue::from_str(&host).map_err(|_| GatewayError::Internal.into_pingora())?
+            // HTTP/2 without `Host`: the authority, which `request_authority` has checked.
+            None => HeaderValue::from_str(authority)
+                .map_err(|_| GatewayError::Internal.into_pingora())?,
+        };
+        // A port this listener does not serve matches no InferenceService (404, after auth,
+        // like any unknown host).
+        let host = match routes::request_host(authority, self.served_ports(session)) {
+            Ok(h) => Some(h),
+            Err(HostError::PortNotServed(_)) => None,
+            Err(e) => {
+                return self
+                    .reject(session, ctx, GatewayError::BadHost(e.to_string()))
+                    .await
             }
         };
+        let shown_host = host
+            .clone()
+            .unwrap_or_else(|| authority.to_ascii_lowercase());
         if !self.live.is_ready() {
             return self.reject(session, ctx, GatewayError::NotReady).await;
         }
         let snapshot = self.live.current.load_full();
-        let route = snapshot.table.lookup(&host).cloned();
+        let route = host
+            .as_deref()
+            .and_then(|h| snapshot.table.lookup(h))
+            .cloned();
         ctx.snapshot = Some(snapshot);
-        ctx.host = Some(host);
+        ctx.host = Some(shown_host);
+        let mut provider = false;
         if let Some(authn) = self.authn.clone() {
             match self
                 .authenticate(&authn, session, ctx, route.as_deref())
@@ -364,8 +407,16 @@ impl ProxyHttp for Gateway {
             {
                 AuthStep::Continue => {}
                 AuthStep::Answered => return Ok(true),
-                AuthStep::Provider => return Ok(false),
+                AuthStep::Provider => provider = true,
             }
+        }
+        // The gateway's own cookies stay between the browser and the gateway.
+        if let Some(name) = &self.cookie_name {
+            let keep_session = self.forward_credentials && ctx.identity.is_some();
+            strip_gateway_cookies(session.req_header_mut(), name, keep_session);
+        }
+        if provider {
+            return Ok(false);
         }
         let Some(route) = route else {
             let host = ctx.host.clone().unwrap_or_default();
@@ -387,7 +438,7 @@ impl ProxyHttp for Gateway {
             .headers
             .get("knative-serving-tag")
             .and_then(|v| v.to_str().ok());
-        ctx.target = Some(route.target(req.uri.path(), tag).clone());
+        ctx.target = Some(route.target(handled_path(&ctx.forward, req), tag).clone());
         ctx.route = Some(route);
         Ok(false)
     }
@@ -498,6 +549,9 @@ impl ProxyHttp for Gateway {
                 .and_then(|a| a.as_inet())
                 .map(|a| a.ip()),
         );
+        if let Some(target) = &ctx.forward {
+            upstream.set_uri(http::Uri::from(target.clone()));
+        }
         // pingora's `insert_header` parses and allocates each name and keeps a second map of the
         // client's header-name case; for nine headers on every request that was most of what
         // the gateway adds to pingora's own cost (BENCHMARKS.md). When the request target
@@ -561,6 +615,18 @@ impl ProxyHttp for Gateway {
         }
         if let Some(start) = ctx.upstream_start {
             ctx.upstream_elapsed = Some(start.elapsed());
+        }
+        if let Some(name) = &self.cookie_name {
+            let removed = strip_gateway_set_cookies(resp, name);
+            if removed > 0 {
+                let (ns, isvc) = ctx.route_labels();
+                tracing::warn!(isvc = %ctx.isvc_label(), revision = ctx.revision(), removed, "upstream tried to set the gateway's cookies; removed");
+                self.live
+                    .metrics
+                    .blocked_set_cookies
+                    .with_label_values(&[ns, isvc])
+                    .inc_by(removed as u64);
+            }
         }
         resp.insert_header("x-modelgate-revision", ctx.revision())?;
         resp.insert_header("x-request-id", ctx.request_id.clone())?;
@@ -646,18 +712,67 @@ impl ProxyHttp for Gateway {
     }
 }
 
-/// Removes every header that spells an identity header: any case, `_` for `-`, repeated.
-fn strip_identity_headers(req: &mut RequestHeader, names: &[http::HeaderName; 2]) {
-    let names = [names[0].as_str(), names[1].as_str()];
-    let doomed: Vec<http::HeaderName> = req
-        .headers
-        .keys()
-        .filter(|k| auth::headers::is_identity_header(k.as_str(), &names))
-        .cloned()
-        .collect();
-    for k in doomed {
+/// Removes every client header on the strip list (in any spelling) and every header whose
+/// name has `_` (or refuses the request for one, in reject mode). Allocates only when there is
+/// something to remove.
+fn strip_client_headers(
+    req: &mut RequestHeader,
+    strip: &StripList,
+    underscores: Underscores,
+) -> std::result::Result<(), routes::request::HeadError> {
+    let doomed = |k: &http::HeaderName| strip.matches(k.as_str()) || k.as_str().contains('_');
+    if !req.headers.keys().any(doomed) {
+        return Ok(());
+    }
+    let mut names = routes::request::underscore_headers(&req.headers, underscores)?;
+    names.extend(
+        req.headers
+            .keys()
+            .filter(|k| strip.matches(k.as_str()))
+            .cloned(),
+    );
+    for k in names {
         req.remove_header(&k);
     }
+    Ok(())
+}
+
+/// Takes the gateway's session and login-state cookies out of the upstream `Cookie` header
+/// (all of them, or all but the session with `forward_credentials`), keeping the others.
+fn strip_gateway_cookies(req: &mut RequestHeader, cookie_name: &str, keep_session: bool) {
+    let Some(kept) = auth::session::upstream_cookie(&req.headers, cookie_name, keep_session) else {
+        return;
+    };
+    req.remove_header(&http::header::COOKIE);
+    if !kept.is_empty() {
+        // Built from valid header values with pairs removed; still a valid value.
+        if let Ok(v) = HeaderValue::from_str(&kept) {
+            let _ = req.insert_header(http::header::COOKIE, v);
+        }
+    }
+}
+
+/// Removes every `Set-Cookie` of the upstream's response that would set one of the gateway's
+/// cookies; returns how many.
+fn strip_gateway_set_cookies(resp: &mut ResponseHeader, cookie_name: &str) -> usize {
+    let all = resp.headers.get_all(http::header::SET_COOKIE);
+    let removed = all
+        .iter()
+        .filter(|v| auth::session::sets_gateway_cookie(v.as_bytes(), cookie_name))
+        .count();
+    if removed == 0 {
+        return 0;
+    }
+    let kept: Vec<HeaderValue> = all
+        .iter()
+        .filter(|v| !auth::session::sets_gateway_cookie(v.as_bytes(), cookie_name))
+        .cloned()
+        .collect();
+    resp.remove_header(&http::header::SET_COOKIE);
+    for v in kept {
+        let _ = resp.append_header(http::header::SET_COOKIE, v);
+    }
+    removed
 }
 
 /// The declared body length, if any and valid. An invalid one is left to pingora's parser.

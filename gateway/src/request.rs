@@ -1,29 +1,74 @@
-//! Pure decisions about one request: which host it names, its request id, the forwarding
-//! headers. They take plain values so they are unit-tested without sockets.
+//! Pure decisions about one request: which host it names, what target goes upstream, its
+//! request id, the forwarding headers. They take plain values so they are unit-tested without
+//! sockets; the rules themselves live in `routes::request` and `routes::host`.
 
 use http::HeaderValue;
 use pingora::http::RequestHeader;
 
-/// The request's host, normalised, or why there is none. HTTP/1.1 must carry exactly one `Host`
-/// (RFC 9112 §3.2); HTTP/2 may carry `:authority` instead, which pingora puts in the URI. Also
-/// returns the `Host` header as sent (for `X-Forwarded-Host`), `None` when the authority was
-/// used.
-pub fn request_host(req: &RequestHeader) -> Result<(String, Option<HeaderValue>), String> {
+/// The authority a request names, as sent, or why there is none; with the `Host` header
+/// itself (for `X-Forwarded-Host`), `None` when only the target's authority was sent. HTTP/1.1
+/// must carry exactly one `Host` (RFC 9112 §3.2). An authority in the target (absolute form, or
+/// HTTP/2's `:authority`, which pingora puts in the URI) is what routes (RFC 9112 §3.2.2); a
+/// `Host` that names another host next to it is refused rather than ignored, so that no hop
+/// can route by one and authorise by the other.
+pub fn request_authority(req: &RequestHeader) -> Result<(&str, Option<HeaderValue>), String> {
     let mut hosts = req.headers.get_all(http::header::HOST).iter();
-    let (raw, header) = match (hosts.next(), hosts.next()) {
+    let header = match (hosts.next(), hosts.next()) {
         (Some(_), Some(_)) => return Err("more than one Host header".into()),
-        (Some(h), None) => (
-            h.to_str()
-                .map_err(|_| "Host header is not ASCII".to_string())?,
-            Some(h.clone()),
-        ),
-        (None, _) => match req.uri.authority() {
-            Some(a) => (a.as_str(), None),
-            None => return Err("no Host header".into()),
-        },
+        (Some(h), None) => Some(h),
+        (None, _) => None,
     };
-    let host = routes::normalize_host(raw).map_err(|e| e.to_string())?;
-    Ok((host, header))
+    let host = header
+        .map(|h| {
+            h.to_str()
+                .map_err(|_| "Host header is not ASCII".to_string())
+        })
+        .transpose()?;
+    // HTTP/2 keeps `:authority` in the URI; pingora keeps only the path of an absolute-form
+    // HTTP/1 target in the URI and the whole target in `raw_path`.
+    let target = req
+        .uri
+        .authority()
+        .map(|a| a.as_str())
+        .or_else(|| routes::request::absolute_form_authority(req.raw_path()));
+    match (target, host) {
+        (Some(target), Some(h)) => {
+            let name = |v: &str| routes::normalize_host(v).map(|(n, _)| n).ok();
+            if name(target).is_none() || name(target) != name(h) {
+                return Err("Host header does not match the request target".into());
+            }
+            Ok((target, header.cloned()))
+        }
+        (Some(target), None) => Ok((target, None)),
+        (None, Some(h)) => Ok((h, header.cloned())),
+        (None, None) => Err("no Host header".into()),
+    }
+}
+
+/// The target the upstream gets when it is not the one received: the normalised path (and the
+/// query as sent), in origin form. `None` when the client's target goes on unchanged, which is
+/// what clients send. Refuses targets and heads that `routes::request` refuses. `raw_target` is
+/// the target as it was on the request line (the parsed one has lost any fragment).
+pub fn forwarded_target(
+    req: &RequestHeader,
+    raw_target: &[u8],
+) -> Result<Option<http::uri::PathAndQuery>, routes::request::HeadError> {
+    use routes::request::{check_framing, check_target, normalize_path, HeadError};
+    check_framing(req.version, &req.headers)?;
+    check_target(raw_target)?;
+    let path = normalize_path(req.uri.path())?;
+    let as_received = req
+        .uri
+        .path_and_query()
+        .is_some_and(|pq| pq.as_str().as_bytes() == req.raw_path());
+    if as_received && matches!(path, std::borrow::Cow::Borrowed(_)) {
+        return Ok(None);
+    }
+    let target = match req.uri.query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path.into_owned(),
+    };
+    target.parse().map(Some).map_err(|_| HeadError::NotAPath)
 }
 
 /// Keeps a client's `X-Request-Id` when it is a sane token (so traces join up across hops),
@@ -90,42 +135,62 @@ mod tests {
         r
     }
 
-    /// One Host names the host, normalised.
+    /// One Host names the authority, as sent.
     #[test]
     fn single_host() {
-        assert_eq!(
-            request_host(&req(&["Sklearn-Iris.kserve-test.example.com:8080"], "/")),
-            Ok((
-                "sklearn-iris.kserve-test.example.com".into(),
-                Some(HeaderValue::from_static(
-                    "Sklearn-Iris.kserve-test.example.com:8080"
-                ))
-            ))
-        );
+        let r = req(&["Sklearn-Iris.kserve-test.example.com:8080"], "/");
+        let (authority, header) = request_authority(&r).unwrap();
+        assert_eq!(authority, "Sklearn-Iris.kserve-test.example.com:8080");
+        assert_eq!(header.unwrap(), "Sklearn-Iris.kserve-test.example.com:8080");
     }
 
-    /// Missing, duplicate or malformed Host is refused with the reason.
+    /// Missing or duplicate Host is refused with the reason.
     #[test]
     fn bad_hosts() {
-        assert_eq!(request_host(&req(&[], "/")), Err("no Host header".into()));
-        assert_eq!(
-            request_host(&req(&["a.com", "b.com"], "/")),
-            Err("more than one Host header".into())
-        );
-        assert_eq!(
-            request_host(&req(&["a.com", "a.com"], "/")),
-            Err("more than one Host header".into())
-        );
-        assert!(request_host(&req(&["a b.com"], "/")).is_err());
-        assert!(request_host(&req(&[""], "/")).is_err());
+        let err = |hosts: &[&str]| request_authority(&req(hosts, "/")).unwrap_err();
+        assert_eq!(err(&[]), "no Host header");
+        assert_eq!(err(&["a.com", "b.com"]), "more than one Host header");
+        assert_eq!(err(&["a.com", "a.com"]), "more than one Host header");
     }
 
-    /// Without a Host header, the URI's authority (HTTP/2 `:authority`) is used.
+    /// The target's authority (absolute form, HTTP/2 `:authority`) routes; a Host naming
+    /// another host next to it is refused, the same host in another spelling is not.
     #[test]
-    fn authority_fallback() {
+    fn target_authority() {
         let mut r = req(&[], "/");
         r.set_uri("http://M.ns.example.com/v1/models/m".parse().unwrap());
-        assert_eq!(request_host(&r), Ok(("m.ns.example.com".into(), None)));
+        assert_eq!(request_authority(&r).unwrap(), ("M.ns.example.com", None));
+        let r = req(&["m.ns.example.com:8080"], "http://M.ns.example.com/v1");
+        assert_eq!(request_authority(&r).unwrap().0, "M.ns.example.com");
+        let r = req(&[], "http://M.ns.example.com:8080?x");
+        assert_eq!(
+            request_authority(&r).unwrap(),
+            ("M.ns.example.com:8080", None)
+        );
+        let r = req(&["other.example.com"], "http://m.ns.example.com/v1");
+        assert_eq!(
+            request_authority(&r).unwrap_err(),
+            "Host header does not match the request target"
+        );
+    }
+
+    /// Clients' usual targets go on untouched; a path that normalisation changes, or an
+    /// absolute-form target, goes upstream as the normalised origin form with its query.
+    #[test]
+    fn forwarded_targets() {
+        let fwd = |uri: &str| {
+            forwarded_target(&req(&["h"], uri), uri.as_bytes()).map(|t| t.map(|t| t.to_string()))
+        };
+        assert_eq!(fwd("/v1/models/m:predict?x=1"), Ok(None));
+        assert_eq!(fwd("/a/../b?x=%2F"), Ok(Some("/b?x=%2F".into())));
+        assert_eq!(fwd("//a/%7e"), Ok(Some("/a/~".into())));
+        assert_eq!(
+            fwd("http://h.example.com/a//b?q"),
+            Ok(Some("/a/b?q".into()))
+        );
+        assert_eq!(fwd("http://h.example.com/a"), Ok(Some("/a".into())));
+        assert!(fwd("/a%2fb").is_err());
+        assert!(fwd("/a#b").is_err());
     }
 
     /// A valid client id is kept; anything else is replaced.

@@ -17,11 +17,6 @@ use pingora::services::listening::Service;
 use routes::{BuildOptions, Endpoint};
 use std::sync::Arc;
 
-/// Identity headers stripped from client requests even when auth is not configured, so a
-/// client can never hand a model a user name.
-const DEFAULT_USERID_HEADER: &str = "kubeflow-userid";
-const DEFAULT_GROUPS_HEADER: &str = "kubeflow-groups";
-
 /// Installs the `tracing` subscriber: text or JSON, filtered by `log.level` (or `RUST_LOG`).
 pub fn init_logging(settings: &Settings) {
     let filter = std::env::var("RUST_LOG")
@@ -106,10 +101,7 @@ pub fn run(settings: Settings) -> i32 {
     server.bootstrap();
 
     let authn = settings.auth.clone().map(|a| Arc::new(Authn::new(a)));
-    let (userid, groups) = match &settings.auth {
-        Some(a) => (a.userid_header.as_str(), a.groups_header.as_str()),
-        None => (DEFAULT_USERID_HEADER, DEFAULT_GROUPS_HEADER),
-    };
+    let [userid, groups] = &settings.identity_headers;
     // Validated as header names by the auth config (and the defaults are constants).
     let identity_headers = match (
         http::HeaderName::from_bytes(userid.as_bytes()),
@@ -152,6 +144,17 @@ pub fn run(settings: Settings) -> i32 {
             },
             authn: if with_auth { authn.clone() } else { None },
             identity_headers: identity_headers.clone(),
+            strip: settings.strip.clone(),
+            underscores: settings.downstream.headers_with_underscores,
+            cookie_name: settings.auth.as_ref().map(|a| a.cookie_name.clone()),
+            forward_credentials: settings
+                .auth
+                .as_ref()
+                .is_some_and(|a| a.forward_credentials),
+            served_ports: group
+                .iter()
+                .map(|l| (l.address.port(), l.served_ports.clone()))
+                .collect(),
         };
         let name = format!(
             "modelgate{}{}",

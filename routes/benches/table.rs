@@ -10,7 +10,7 @@ mod common;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
-use routes::{normalize_host, Catalog};
+use routes::{request_host, Catalog};
 use std::hint::black_box;
 use std::time::Duration;
 
@@ -54,7 +54,7 @@ fn lookup_split(c: &mut Criterion) {
         b.iter(|| {
             i = i.wrapping_add(1);
             let raw = &hosts[i & 1023];
-            let host = normalize_host(black_box(raw)).unwrap();
+            let host = request_host(black_box(raw), &[80, 8080]).unwrap();
             let route = table.lookup(&host).unwrap();
             let target = route.target("/v1/models/m:predict", None);
             let roll = (i as u32).wrapping_mul(2_654_435_761);
@@ -65,7 +65,7 @@ fn lookup_split(c: &mut Criterion) {
         let mut i = 0usize;
         b.iter(|| {
             i = i.wrapping_add(1);
-            let host = normalize_host(black_box(&hosts[i & 1023])).unwrap();
+            let host = request_host(black_box(&hosts[i & 1023]), &[80, 8080]).unwrap();
             let route = table.lookup(&host).unwrap();
             let target = route.target("/v1/models/m:predict", Some("latest"));
             target.pick(black_box(i as u32), &[]).unwrap()
@@ -73,7 +73,8 @@ fn lookup_split(c: &mut Criterion) {
     });
     group.bench_function("miss", |b| {
         b.iter(|| {
-            let host = normalize_host(black_box("nobody.nowhere.example.com:8080")).unwrap();
+            let host =
+                request_host(black_box("nobody.nowhere.example.com:8080"), &[80, 8080]).unwrap();
             table.lookup(&host).is_none()
         })
     });

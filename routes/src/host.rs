@@ -1,5 +1,5 @@
 //! Host normalisation: the one place that decides what a `Host` header names, so lookup,
-//! validation and the table's keys always agree.
+//! validation and the table's keys always agree, and which ports a listener answers for.
 
 use std::fmt;
 
@@ -9,6 +9,20 @@ pub enum HostError {
     Empty,
     BadPort,
     BadName(String),
+    /// A well-formed host with a port this listener does not serve. Not a client error but a
+    /// routing miss (404): Envoy's `strip_matching_host_port` strips only the listener's own
+    /// port, and `host:8443` then matches no virtual host.
+    PortNotServed(u16),
+}
+
+impl HostError {
+    /// 404 for a port we do not serve, 400 for a malformed host.
+    pub fn status(&self) -> u16 {
+        match self {
+            HostError::PortNotServed(_) => 404,
+            _ => 400,
+        }
+    }
 }
 
 impl fmt::Display for HostError {
@@ -17,17 +31,31 @@ impl fmt::Display for HostError {
             HostError::Empty => write!(f, "empty host"),
             HostError::BadPort => write!(f, "invalid port in host"),
             HostError::BadName(why) => write!(f, "invalid host name: {why}"),
+            HostError::PortNotServed(port) => write!(f, "port {port} is not served here"),
         }
     }
 }
 
 impl std::error::Error for HostError {}
 
-/// Lower-cases a `Host` value and drops its port and one trailing dot, so
-/// `Sklearn-Iris.KServe-Test.example.com.:8080` and `sklearn-iris.kserve-test.example.com` are the
-/// same key. Rejects anything that is not a DNS name or an IP literal: the gateway answers 400
-/// instead of looking up garbage.
-pub fn normalize_host(raw: &str) -> Result<String, HostError> {
+/// The host a request names, for the table: [`normalize_host`], with the port (if any) one of
+/// `served_ports` (the listener's own port and the public ports in front of it, such as a
+/// NodePort's or a LoadBalancer's). Another port is [`HostError::PortNotServed`].
+pub fn request_host(raw: &str, served_ports: &[u16]) -> Result<String, HostError> {
+    let (name, port) = normalize_host(raw)?;
+    match port {
+        Some(p) if !served_ports.contains(&p) => Err(HostError::PortNotServed(p)),
+        _ => Ok(name),
+    }
+}
+
+/// Lower-cases a `Host` value and splits off its port and one trailing dot, so
+/// `Sklearn-Iris.KServe-Test.example.com.:8080` and `sklearn-iris.kserve-test.example.com` name
+/// the same key. Rejects anything that is not a DNS name or an IP literal: the gateway answers
+/// 400 instead of looking up garbage. `_` is refused too: it is not valid in a host name, no
+/// Kubernetes object can carry one, and a host that two parsers read differently is how a
+/// request gets routed by one rule and authorised by another.
+pub fn normalize_host(raw: &str) -> Result<(String, Option<u16>), HostError> {
     let raw = raw.trim_matches([' ', '\t']);
     if raw.is_empty() {
         return Err(HostError::Empty);
@@ -37,20 +65,20 @@ pub fn normalize_host(raw: &str) -> Result<String, HostError> {
         let Some((addr, after)) = rest.split_once(']') else {
             return Err(HostError::BadName("unclosed '['".into()));
         };
-        if !after.is_empty() {
-            check_port(after.strip_prefix(':').ok_or(HostError::BadPort)?)?;
-        }
+        let port = match after {
+            "" => None,
+            _ => Some(check_port(
+                after.strip_prefix(':').ok_or(HostError::BadPort)?,
+            )?),
+        };
         return addr
             .parse::<std::net::Ipv6Addr>()
-            .map(|ip| format!("[{ip}]"))
+            .map(|ip| (format!("[{ip}]"), port))
             .map_err(|_| HostError::BadName("invalid IPv6 literal".into()));
     }
-    let name = match raw.rsplit_once(':') {
-        Some((name, port)) => {
-            check_port(port)?;
-            name
-        }
-        None => raw,
+    let (name, port) = match raw.rsplit_once(':') {
+        Some((name, port)) => (name, Some(check_port(port)?)),
+        None => (raw, None),
     };
     let name = name.strip_suffix('.').unwrap_or(name);
     if name.is_empty() {
@@ -69,25 +97,21 @@ pub fn normalize_host(raw: &str) -> Result<String, HostError> {
         if label.starts_with('-') || label.ends_with('-') {
             return Err(HostError::BadName("label starts or ends with '-'".into()));
         }
-        // '_' is not valid in host names but appears in real service names; accept it as
-        // browsers and Envoy do, so it is a routing miss (404), not a client error.
         if let Some(c) = label
             .chars()
-            .find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_'))
+            .find(|c| !(c.is_ascii_alphanumeric() || *c == '-'))
         {
             return Err(HostError::BadName(format!("character {c:?}")));
         }
     }
-    Ok(name.to_ascii_lowercase())
+    Ok((name.to_ascii_lowercase(), port))
 }
 
-fn check_port(port: &str) -> Result<(), HostError> {
+fn check_port(port: &str) -> Result<u16, HostError> {
     if port.is_empty() || port.len() > 5 || !port.bytes().all(|b| b.is_ascii_digit()) {
         return Err(HostError::BadPort);
     }
-    port.parse::<u16>()
-        .map(|_| ())
-        .map_err(|_| HostError::BadPort)
+    port.parse::<u16>().map_err(|_| HostError::BadPort)
 }
 
 #[cfg(test)]
@@ -105,19 +129,57 @@ mod tests {
             "SKLEARN-IRIS.kserve-test.example.com.:80",
         ] {
             assert_eq!(
-                normalize_host(raw).as_deref(),
+                request_host(raw, &[80, 8080]).as_deref(),
                 Ok("sklearn-iris.kserve-test.example.com"),
                 "{raw}"
             );
         }
     }
 
+    /// A port is dropped only when the listener serves it; any other port is a routing miss
+    /// (404), told apart from a malformed host (400).
+    #[test]
+    fn only_served_ports_are_stripped() {
+        let host = "m.ns.example.com";
+        assert_eq!(request_host(host, &[8080]).as_deref(), Ok(host));
+        assert_eq!(
+            request_host("m.ns.example.com:8080", &[8080]).as_deref(),
+            Ok(host)
+        );
+        assert_eq!(
+            request_host("m.ns.example.com:443", &[8443, 443]).as_deref(),
+            Ok(host)
+        );
+        for (raw, port) in [
+            ("m.ns.example.com:8443", 8443),
+            ("m.ns.example.com:80", 80),
+            ("[::1]:81", 81),
+        ] {
+            let e = request_host(raw, &[8080]).unwrap_err();
+            assert_eq!(e, HostError::PortNotServed(port), "{raw}");
+            assert_eq!(e.status(), 404);
+        }
+        assert_eq!(
+            request_host("m.ns.example.com:x", &[8080])
+                .unwrap_err()
+                .status(),
+            400
+        );
+    }
+
     /// IP literals are hosts too (they simply route nowhere unless a manifest names them).
     #[test]
     fn ip_literals() {
-        assert_eq!(normalize_host("127.0.0.1:8080").as_deref(), Ok("127.0.0.1"));
-        assert_eq!(normalize_host("[::1]:8080").as_deref(), Ok("[::1]"));
-        assert_eq!(normalize_host("[::1]").as_deref(), Ok("[::1]"));
+        let name = |raw| normalize_host(raw).map(|(n, _)| n);
+        assert_eq!(
+            normalize_host("127.0.0.1:8080"),
+            Ok(("127.0.0.1".into(), Some(8080)))
+        );
+        assert_eq!(
+            normalize_host("[::1]:8080"),
+            Ok(("[::1]".into(), Some(8080)))
+        );
+        assert_eq!(name("[::1]").as_deref(), Ok("[::1]"));
     }
 
     /// Anything that is not a host name is a client error, told apart from a routing miss.
@@ -142,6 +204,9 @@ mod tests {
             "[zz]",
             "[::1]x",
             "ä.example.com",
+            "a_b.example.com",
+            "_.example.com",
+            "model.ns_x.example.com",
         ] {
             assert!(normalize_host(raw).is_err(), "{raw:?} should be rejected");
         }

@@ -665,7 +665,7 @@ impl Cx<'_> {
                 (Some(u), _) => Some(u.clone()),
                 (None, Some(d)) => {
                     let h = format!("{tag}-{service}.{ns}.{d}");
-                    match normalize_host(&h) {
+                    match normalize_host(&h).map(|(h, _)| h) {
                         Ok(h) => Some(h),
                         Err(e) => {
                             self.r.err(
@@ -909,7 +909,9 @@ fn url_host(s: &str) -> Result<String, String> {
     if authority.contains('@') {
         return Err(format!("{s:?} has user info"));
     }
-    normalize_host(authority).map_err(|e| format!("{s:?}: {e}"))
+    normalize_host(authority)
+        .map(|(h, _)| h)
+        .map_err(|e| format!("{s:?}: {e}"))
 }
 
 fn kind(v: &Value) -> &'static str {
@@ -1068,7 +1070,7 @@ impl Reader {
     /// A bare host name (v1alpha2's `host` fields).
     fn host(&mut self, v: Option<&Value>, field: &str) -> Option<String> {
         let s = self.str(v, field)?;
-        match normalize_host(s) {
+        match normalize_host(s).map(|(h, _)| h) {
             Ok(h) => Some(h),
             Err(e) => {
                 self.err(field, format!("{s:?}: {e}"));

@@ -107,8 +107,9 @@ async fn routes_by_host_with_upstream_headers() {
     assert_eq!(iris.hits(), 1);
 }
 
-/// Host matching ignores case, the port and a trailing dot; the cluster-local names from
-/// status.address.url route too.
+/// Host matching ignores case, a trailing dot and a port the listener serves (its own, or the
+/// default public port 80); the cluster-local names from status.address.url route too. A port
+/// the listener does not serve is a routing miss, as with Envoy's `strip_matching_host_port`.
 #[tokio::test]
 async fn host_forms() {
     let up = Upstream::start("iris").await;
@@ -116,9 +117,11 @@ async fn host_forms() {
         let (m, o) = one_revision(&up.endpoint(), "");
         Gateway::start(&m, o).await
     };
+    let own_port = format!("sklearn-iris.kserve-test.example.com:{}", gw.port);
     for host in [
         "SKLEARN-IRIS.kserve-test.Example.com",
-        "sklearn-iris.kserve-test.example.com:8080",
+        own_port.as_str(),
+        "sklearn-iris.kserve-test.example.com:80",
         "sklearn-iris.kserve-test.example.com.",
         "sklearn-iris.kserve-test.svc.cluster.local",
         "sklearn-iris.kserve-test.svc",
@@ -132,6 +135,24 @@ async fn host_forms() {
         assert_eq!(r.status(), 200, "{host}");
         assert_eq!(r.headers()["x-upstream"], "iris", "{host}");
     }
+    let hits = up.hits();
+    for host in [
+        "sklearn-iris.kserve-test.example.com:8443",
+        "sklearn-iris.kserve-test.example.com:443",
+    ] {
+        let r = gw
+            .get(host, "/v1/models/sklearn-iris")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404, "{host}");
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(
+            body["error"],
+            format!("no InferenceService serves host {host:?}")
+        );
+    }
+    assert_eq!(up.hits(), hits);
 }
 
 /// A 20 % canary gets 20 % of 10,000 requests, within ±1.5 points; tag hosts and the
