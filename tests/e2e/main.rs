@@ -6,6 +6,7 @@ mod support;
 mod auth;
 mod cli;
 mod failures;
+mod hardening;
 mod oidc_provider;
 mod quickstart;
 mod reload;

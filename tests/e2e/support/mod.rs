@@ -4,6 +4,7 @@
 pub mod gateway;
 pub mod manifest;
 pub mod oidc;
+pub mod raw_upstream;
 pub mod upstream;
 
 use std::io::{Read, Write};
@@ -44,4 +45,59 @@ pub fn raw(port: u16, request: &str) -> String {
         }
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// One HTTP/1.1 exchange on a raw connection the caller keeps, so a test can see whether the
+/// gateway closes it afterwards.
+pub struct RawClient {
+    stream: TcpStream,
+}
+
+impl RawClient {
+    pub fn connect(port: u16) -> RawClient {
+        let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        RawClient { stream }
+    }
+
+    /// Sends `request` and reads one response (head and `Content-Length` body); empty when the
+    /// gateway closed the connection without answering.
+    pub fn exchange(&mut self, request: &[u8]) -> String {
+        let _ = self.stream.write_all(request);
+        let mut out = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            if let Some(end) = out.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&out[..end]).to_ascii_lowercase();
+                let len = head
+                    .lines()
+                    .find_map(|l| {
+                        l.strip_prefix("content-length:")
+                            .map(|v| v.trim().parse::<usize>().unwrap())
+                    })
+                    .unwrap_or(0);
+                if out.len() >= end + 4 + len {
+                    break;
+                }
+            }
+            match self.stream.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+            }
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    /// Whether the gateway closes the connection (EOF or reset) rather than waiting for the
+    /// next request on it.
+    pub fn is_closed(&mut self) -> bool {
+        let mut buf = [0u8; 1];
+        match self.stream.read(&mut buf) {
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+        }
+    }
 }
