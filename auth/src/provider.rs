@@ -396,14 +396,22 @@ pub async fn poll_device_token(
             other => return Err(format!("{what}: provider said {other}{detail}")),
         }
 
-        let wait = Duration::from_secs(interval);
-        if Instant::now() + wait > deadline {
-            return Err(format!(
-                "{what}: gave up at the deadline, the user has not approved yet"
-            ));
+        match next_poll(Instant::now(), deadline, Duration::from_secs(interval)) {
+            Some(wait) => tokio::time::sleep(wait).await,
+            None => {
+                return Err(format!(
+                    "{what}: gave up at the deadline, the user has not approved yet"
+                ))
+            }
         }
-        tokio::time::sleep(wait).await;
     }
+}
+
+/// How long to wait before the next poll: the interval, cut short at the deadline so that the
+/// last poll happens at the deadline (the user gets the whole `--timeout`); `None` once the
+/// deadline has passed.
+fn next_poll(now: Instant, deadline: Instant, interval: Duration) -> Option<Duration> {
+    (now < deadline).then(|| interval.min(deadline - now))
 }
 
 #[cfg(test)]
@@ -418,6 +426,23 @@ mod tests {
     use tokio::net::TcpListener;
 
     const SECRET: &str = "pUBnBOY80SnXgjibTYM9ZWNzY2xreNGQok";
+
+    /// The device poll waits the interval, but never past the deadline, and polls once more at
+    /// it: a 3 s timeout with a 5 s interval gives up at 3 s, not at once; 12 s at 12, not 10.
+    #[test]
+    fn polls_until_the_deadline() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        assert_eq!(next_poll(t0, t0 + s(3), s(5)), Some(s(3)));
+        assert_eq!(next_poll(t0 + s(3), t0 + s(3), s(5)), None);
+        let mut now = t0;
+        let mut polls = vec![0];
+        while let Some(wait) = next_poll(now, t0 + s(12), s(5)) {
+            now += wait;
+            polls.push((now - t0).as_secs());
+        }
+        assert_eq!(polls, [0, 5, 10, 12]);
+    }
 
     #[derive(Debug, Clone)]
     struct Recorded {

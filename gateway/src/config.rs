@@ -627,6 +627,49 @@ threads: 0
         assert_eq!(errs.len(), expect.len() + 1, "{errs:#?}");
     }
 
+    /// A listener serves its own port and its public ports (default 80, 443 with TLS) in
+    /// `Host`; the strip list and the underscore action are read from `downstream`.
+    #[test]
+    fn served_ports_and_header_options() {
+        let s = check("listeners: [{address: \"127.0.0.1:18080\"}, {address: \"127.0.0.1:18081\", public_ports: [30080, 18081]}]\nroutes: {directory: .}").unwrap();
+        assert_eq!(s.listeners[0].served_ports, [18080, 80]);
+        assert_eq!(s.listeners[1].served_ports, [18081, 30080]);
+        assert!(s.strip.matches("x-forwarded-user"), "the default list");
+        assert!(
+            s.strip.matches("kubeflow-userid"),
+            "identity headers always"
+        );
+        assert_eq!(
+            s.downstream.headers_with_underscores,
+            routes::request::Underscores::Drop
+        );
+        let s = check("routes: {directory: .}\ndownstream: {strip_request_headers: [x-a], headers_with_underscores: reject}").unwrap();
+        assert!(s.strip.matches("X_A") && !s.strip.matches("x-forwarded-user"));
+        assert_eq!(
+            s.downstream.headers_with_underscores,
+            routes::request::Underscores::Reject
+        );
+        let e =
+            check("routes: {directory: .}\ndownstream: {strip_request_headers: [\"bad name\"]}")
+                .unwrap_err();
+        assert_eq!(e.0.len(), 1);
+        assert!(
+            e.0[0].starts_with("test.yaml: downstream.strip_request_headers: \"bad name\""),
+            "{e}"
+        );
+        let e = check(
+            "listeners: [{address: \"127.0.0.1:1\", public_ports: [0]}]\nroutes: {directory: .}",
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.0,
+            ["test.yaml: listeners[0].public_ports: 0 is not a port"]
+        );
+        assert!(
+            check("routes: {directory: .}\ndownstream: {headers_with_underscores: allow}").is_err()
+        );
+    }
+
     /// A misspelt key is an error naming it, not a silent default.
     #[test]
     fn unknown_keys_are_rejected() {

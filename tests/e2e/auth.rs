@@ -13,35 +13,35 @@ use serde_json::json;
 use std::io::{Read, Write};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-const IRIS: &str = "sklearn-iris.kserve-test.example.com";
-const OPEN: &str = "open-model.public.example.com";
+pub(crate) const IRIS: &str = "sklearn-iris.kserve-test.example.com";
+pub(crate) const OPEN: &str = "open-model.public.example.com";
 /// An InferenceService whose policy admits only ADMIN.
-const SECRET: &str = "secret-model.restricted.example.com";
-const COOKIE_SECRET: &str = "test-cookie-secret-0123456789abcdef-0123456789";
-const USER: &str = "user@example.com";
-const ADMIN: &str = "admin@example.com";
-const PASSWORD: &str = "password";
+pub(crate) const SECRET: &str = "secret-model.restricted.example.com";
+pub(crate) const COOKIE_SECRET: &str = "test-cookie-secret-0123456789abcdef-0123456789";
+pub(crate) const USER: &str = "user@example.com";
+pub(crate) const ADMIN: &str = "admin@example.com";
+pub(crate) const PASSWORD: &str = "password";
 
-fn now() -> u64 {
+pub(crate) fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_secs()
 }
 
-struct Setup {
-    provider: OidcProvider,
-    up: Upstream,
-    open_up: Upstream,
-    gw: Gateway,
+pub(crate) struct Setup {
+    pub provider: OidcProvider,
+    pub up: Upstream,
+    pub open_up: Upstream,
+    pub gw: Gateway,
 }
 
-fn redirect_uri(port: u16) -> String {
+pub(crate) fn redirect_uri(port: u16) -> String {
     format!("http://{IRIS}:{port}/authservice/oidc/callback")
 }
 
 /// Gateway options with auth against `issuer`; `extra_auth` is appended inside `auth:`.
-fn auth_options(
+pub(crate) fn auth_options(
     issuer: &str,
     port: u16,
     up: &Upstream,
@@ -66,7 +66,7 @@ fn auth_options(
     }
 }
 
-fn manifests() -> Vec<(&'static str, String)> {
+pub(crate) fn manifests() -> Vec<(&'static str, String)> {
     vec![
         (
             "iris.yaml",
@@ -100,7 +100,7 @@ fn manifests() -> Vec<(&'static str, String)> {
 
 impl Setup {
     /// A session cookie value for `user`, sealed as the gateway seals one.
-    fn seal(&self, user: &str) -> String {
+    pub fn seal(&self, user: &str) -> String {
         SessionCodec::new(&[Secret::new(COOKIE_SECRET)]).seal_session(
             "authservice_session",
             &Session {
@@ -115,7 +115,7 @@ impl Setup {
     }
 }
 
-async fn setup(extra_auth: &str) -> Setup {
+pub(crate) async fn setup(extra_auth: &str) -> Setup {
     let port = free_port();
     let provider = OidcProvider::start(&[redirect_uri(port)]).await;
     let up = Upstream::start("iris").await;
@@ -135,7 +135,7 @@ async fn setup(extra_auth: &str) -> Setup {
 
 /// A browser-like client: cookie jar, no automatic redirects, the model host resolving to the
 /// gateway.
-fn browser(port: u16) -> reqwest::Client {
+pub(crate) fn browser(port: u16) -> reqwest::Client {
     reqwest::Client::builder()
         .cookie_store(true)
         .redirect(reqwest::redirect::Policy::none())
@@ -144,12 +144,12 @@ fn browser(port: u16) -> reqwest::Client {
         .unwrap()
 }
 
-fn iris_url(port: u16, path: &str) -> String {
+pub(crate) fn iris_url(port: u16, path: &str) -> String {
     format!("http://{IRIS}:{port}{path}")
 }
 
 /// Logs in through the whole browser flow and returns the session cookie value.
-async fn browser_login(s: &Setup, user: &str) -> (reqwest::Client, String) {
+pub(crate) async fn browser_login(s: &Setup, user: &str) -> (reqwest::Client, String) {
     let port = s.gw.port;
     let client = browser(port);
     let r = client
@@ -656,11 +656,11 @@ async fn allow_lists_forbid() {
 }
 
 /// Sends a raw request line (so the path is not normalised by a client library).
-fn raw_status(port: u16, path: &str, extra: &str) -> u16 {
+pub(crate) fn raw_status(port: u16, path: &str, extra: &str) -> u16 {
     raw_status_host(port, IRIS, path, extra)
 }
 
-fn raw_status_host(port: u16, host: &str, path: &str, extra: &str) -> u16 {
+pub(crate) fn raw_status_host(port: u16, host: &str, path: &str, extra: &str) -> u16 {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     s.write_all(
@@ -810,7 +810,7 @@ async fn cli_login_device_flow() {
 
 /// Runs `modelgate login ARGS`, signs in as `user` through the device-verification pages when
 /// it prompts, and returns what it printed on stdout.
-async fn cli_login(provider: &OidcProvider, args: &[&str], user: &str) -> String {
+pub(crate) async fn cli_login(provider: &OidcProvider, args: &[&str], user: &str) -> String {
     let mut child = std::process::Command::new(BIN)
         .arg("login")
         .args(args)

@@ -5,6 +5,7 @@ mod support;
 
 mod auth;
 mod cli;
+mod credentials;
 mod failures;
 mod hardening;
 mod oidc_provider;

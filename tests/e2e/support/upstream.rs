@@ -8,6 +8,7 @@
 //! | `x-test-status: N`  | answers with status N                                                |
 //! | `x-test-echo: 1`    | streams the request body back frame by frame as it arrives           |
 //! | `x-test-hold: 1`    | sends the head and `first\n` at once, then `last\n` after `release()`|
+//! | `x-test-set-cookie` | each value becomes a `Set-Cookie` of the response                    |
 //!
 //! Bodies are never collected: the request body is counted as it streams past, so a test can
 //! push large uploads through the gateway and check `body_len` without the server holding them.
@@ -203,6 +204,7 @@ struct Script {
     status: Option<StatusCode>,
     echo: bool,
     hold: bool,
+    set_cookies: Vec<HeaderValue>,
 }
 
 impl Script {
@@ -233,6 +235,11 @@ impl Script {
             status,
             echo: on("x-test-echo"),
             hold: on("x-test-hold"),
+            set_cookies: headers
+                .get_all("x-test-set-cookie")
+                .iter()
+                .cloned()
+                .collect(),
         })
     }
 }
@@ -309,7 +316,11 @@ async fn handle(
         })));
         return Ok(response);
     }
-    Ok(respond(&shared, status, Bytes::from(summary)))
+    let mut response = respond(&shared, status, Bytes::from(summary));
+    for c in script.set_cookies {
+        response.headers_mut().append(http::header::SET_COOKIE, c);
+    }
+    Ok(response)
 }
 
 /// Reads the request body to its end, counting bytes and keeping none.
