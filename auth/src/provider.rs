@@ -985,7 +985,9 @@ mod tests {
         }
     }
 
-    /// Polling stops with an error when the next wait would pass the deadline.
+    /// Polling goes on until the deadline, polls once more at it, and only then gives up: the
+    /// user gets the whole timeout (it used to give up as soon as the next interval would pass
+    /// the deadline, 0.5 s early here and at once for a timeout shorter than the interval).
     #[tokio::test]
     async fn device_flow_deadline() {
         let server = serve_device(|_| vec![pending(), pending(), pending(), pending()]).await;
@@ -1009,7 +1011,12 @@ mod tests {
         .await
         .unwrap_err();
         assert!(err.contains("deadline"), "{err}");
-        assert!(start.elapsed() < Duration::from_millis(1500));
+        let took = start.elapsed();
+        assert!(
+            took >= Duration::from_millis(1500) && took < Duration::from_millis(3000),
+            "{took:?}"
+        );
+        assert_eq!(server.requests().len(), 3, "polls at 0, 1 and 1.5 s");
     }
 
     /// Device authorization without a published endpoint is an error, not a request.
