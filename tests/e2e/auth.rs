@@ -99,20 +99,25 @@ pub(crate) fn manifests() -> Vec<(&'static str, String)> {
 }
 
 impl Setup {
-    /// A session cookie value for `user`, sealed as the gateway seals one.
+    /// A session cookie value for `user`, sealed now as the gateway seals one.
     pub fn seal(&self, user: &str) -> String {
-        SessionCodec::new(&[Secret::new(COOKIE_SECRET)]).seal_session(
-            "authservice_session",
-            &Session {
-                identity: Identity {
-                    user: user.into(),
-                    groups: vec![],
-                },
-                expires_at: now() + 600,
-                issued_at: now(),
-            },
-        )
+        sealed(user, now())
     }
+}
+
+/// A session cookie value for `user` issued at `issued_at`, valid for ten more minutes.
+pub(crate) fn sealed(user: &str, issued_at: u64) -> String {
+    SessionCodec::new(&[Secret::new(COOKIE_SECRET)]).seal_session(
+        "authservice_session",
+        &Session {
+            identity: Identity {
+                user: user.into(),
+                groups: vec![],
+            },
+            expires_at: now() + 600,
+            issued_at,
+        },
+    )
 }
 
 pub(crate) async fn setup(extra_auth: &str) -> Setup {

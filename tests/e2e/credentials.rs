@@ -5,28 +5,12 @@
 //! and the test OpenID Connect provider (tests/oidc), set up as in `auth.rs`.
 
 use crate::auth::{
-    browser, iris_url, now, redirect_uri, setup, ADMIN, COOKIE_SECRET, IRIS, OPEN, PASSWORD, USER,
+    browser, iris_url, now, redirect_uri, sealed, setup, ADMIN, IRIS, OPEN, PASSWORD, USER,
 };
 use crate::support::gateway::{metric, BIN};
-use auth::config::Secret;
-use auth::session::{Identity, Session, SessionCodec};
 use serde_json::json;
 use std::process::Command;
 use std::time::{Duration, Instant, UNIX_EPOCH};
-
-fn sealed(user: &str, issued_at: u64) -> String {
-    SessionCodec::new(&[Secret::new(COOKIE_SECRET)]).seal_session(
-        "authservice_session",
-        &Session {
-            identity: Identity {
-                user: user.into(),
-                groups: vec![],
-            },
-            expires_at: now() + 600,
-            issued_at,
-        },
-    )
-}
 
 /// The gateway's session and login-state cookies never reach a model server (the others do),
 /// nor does an `Authorization` header the gateway verified; on a path where auth is off, the
@@ -400,40 +384,24 @@ async fn curl_follows_the_login_redirects() {
             (f.len() == 7 && f[5] == "authservice_session").then(|| f[6].to_string())
         })
         .unwrap_or_else(|| panic!("no authservice_session in the jar:\n{jar_text}"));
-    let out = Command::new("curl")
-        .args([
-            "-sS",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "-H",
-            &format!("Host: {IRIS}"),
-        ])
-        .args(["--cookie", &format!("authservice_session={session}")])
-        .arg(format!("http://127.0.0.1:{port}/v1/models/sklearn-iris"))
-        .output()
-        .unwrap();
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "200");
+    // The status curl gets for the model URL, sent as the README's curl commands send it.
+    let status = |extra: [&str; 2]| {
+        let out = Command::new("curl")
+            .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}"])
+            .args(["-H", &format!("Host: {IRIS}")])
+            .args(extra)
+            .arg(format!("http://127.0.0.1:{port}/v1/models/sklearn-iris"))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let cookie = format!("authservice_session={session}");
+    assert_eq!(status(["--cookie", &cookie]), "200");
     assert_eq!(
         s.up.requests().last().unwrap().header("kubeflow-userid"),
         Some(USER)
     );
-    let out = Command::new("curl")
-        .args([
-            "-sS",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "-H",
-            &format!("Host: {IRIS}"),
-        ])
-        .args(["-H", "Accept: application/json"])
-        .arg(format!("http://127.0.0.1:{port}/v1/models/sklearn-iris"))
-        .output()
-        .unwrap();
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "401");
+    assert_eq!(status(["-H", "Accept: application/json"]), "401");
 }
 
 /// The periodic JWKS refresh goes through the key cache's single flight and counts for its
