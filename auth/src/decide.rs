@@ -40,8 +40,12 @@ pub enum Decision {
     /// A verified user; the gateway sets the identity headers from it.
     Allow(Identity),
     /// Auth is off for this request (skip path, or a policy with `disabled: true`); identity
-    /// headers are still stripped.
-    Anonymous,
+    /// headers are still stripped. `drop_authorization`: the `Authorization` header carries one
+    /// of the gateway's sealed sessions, which is the gateway's credential, never a model
+    /// server's, even where nothing is verified.
+    Anonymous {
+        drop_authorization: bool,
+    },
     /// No valid credentials on a request that `auth.login_redirect` sends to the login page.
     Login,
     Deny(Deny),
@@ -55,8 +59,10 @@ pub enum Deny {
     NotReady,
     /// No credentials at all: 401 with a bare challenge (RFC 6750 §3.1: no error code then).
     NoCredentials,
+    /// Two `Authorization` headers: RFC 6750 §3.1 `invalid_request`, 400.
     SeveralAuthorizations,
-    /// An `Authorization` header that is not `Bearer <token>`.
+    /// An `Authorization` header that is not `Bearer <token>`: an authentication method we do
+    /// not support, so a bare challenge (RFC 6750 §3.1).
     NotBearer,
     /// The verifier refused the bearer token; its reason is about the client's own token.
     InvalidToken(String),
@@ -77,7 +83,7 @@ impl Deny {
     pub fn status(&self) -> u16 {
         match self {
             Deny::NotReady => 503,
-            Deny::UnforwardableIdentity(_) => 400,
+            Deny::UnforwardableIdentity(_) | Deny::SeveralAuthorizations => 400,
             Deny::Forbidden { .. } => 403,
             _ => 401,
         }
@@ -91,7 +97,7 @@ impl Deny {
                 "unauthorized: no credentials: send a session cookie or Authorization: Bearer <token>"
                     .into()
             }
-            Deny::SeveralAuthorizations => "unauthorized: more than one Authorization header".into(),
+            Deny::SeveralAuthorizations => "bad request: more than one Authorization header".into(),
             Deny::NotBearer => "unauthorized: the Authorization header is not a Bearer token".into(),
             Deny::InvalidToken(why) => format!("unauthorized: invalid bearer token: {why}"),
             Deny::SessionExpired => "unauthorized: session expired".into(),
@@ -106,12 +112,16 @@ impl Deny {
         }
     }
 
-    /// The `WWW-Authenticate` value of a 401 (RFC 6750 §3): `error="invalid_token"` only when a
-    /// credential was presented and refused; a bare challenge when none was sent.
+    /// The `WWW-Authenticate` value (RFC 6750 §3): `error="invalid_token"` only when a token
+    /// was presented and refused; a bare challenge when none was sent or the method is not
+    /// Bearer; `invalid_request` for two `Authorization` headers.
     pub fn www_authenticate(&self) -> Option<String> {
         match self {
+            Deny::SeveralAuthorizations => Some(
+                "Bearer realm=\"modelgate\", error=\"invalid_request\", error_description=\"more than one Authorization header\"".to_owned(),
+            ),
             _ if self.status() != 401 => None,
-            Deny::NoCredentials => Some("Bearer realm=\"modelgate\"".to_owned()),
+            Deny::NoCredentials | Deny::NotBearer => Some("Bearer realm=\"modelgate\"".to_owned()),
             _ => {
                 let message = self.message();
                 let why = message.strip_prefix("unauthorized: ").unwrap_or(&message);
@@ -210,6 +220,29 @@ fn session_cookies<'a>(headers: &'a HeaderMap, name: &'a str) -> impl Iterator<I
         .flat_map(move |v| crate::session::cookie_values(v, name))
 }
 
+/// Whether an `Authorization: Bearer` header holds one of the gateway's sealed sessions
+/// (expired or not). Only tried for a token that could be one (no '.'), so a model's own JWT or
+/// Basic credentials cost nothing.
+fn carries_session(
+    settings: &AuthSettings,
+    codec: &SessionCodec,
+    headers: &HeaderMap,
+    now: u64,
+) -> bool {
+    headers.get_all(AUTHORIZATION).iter().any(|v| {
+        v.to_str()
+            .ok()
+            .and_then(bearer_token)
+            .filter(|t| !t.contains('.'))
+            .is_some_and(|t| {
+                !matches!(
+                    codec.open_session(&settings.cookie_name, t, now),
+                    Err(SessionError::Invalid)
+                )
+            })
+    })
+}
+
 /// The decision. `verified_jwt` is the outcome of verifying [`bearer_jwt`]'s token (`None`
 /// when there is none).
 ///
@@ -237,12 +270,15 @@ pub fn decide(
     if req.path == settings.logout_path && matches!(*req.method, Method::GET | Method::POST) {
         return Decision::Logout;
     }
+    let anonymous = || Decision::Anonymous {
+        drop_authorization: carries_session(settings, codec, req.headers, now),
+    };
     if paths::is_skipped(req.path, &settings.skip_paths) {
-        return Decision::Anonymous;
+        return anonymous();
     }
     let policy = settings.policy(req.namespace, req.isvc);
     if policy.is_some_and(|p| p.disabled) {
-        return Decision::Anonymous;
+        return anonymous();
     }
     if !req.ready {
         return deny(Deny::NotReady);
@@ -478,13 +514,13 @@ mod tests {
             Case { path: "/authservice/logout", ..base("logout by POST", Decision::Logout) },
             get(Case { path: "/authservice/logout", ..base("logout by GET", Decision::Logout) }, &[]),
             Case { method: Method::PUT, path: "/authservice/logout", ..base("logout is GET or POST only", d(Deny::NoCredentials)) },
-            Case { path: "/healthz", ..base("a skip path needs no credentials", Decision::Anonymous) },
-            Case { path: "/healthz/live", ..base("a skip path covers its sub-paths", Decision::Anonymous) },
-            Case { path: "/healthz", ready: false, ..base("a skip path does not wait for the provider", Decision::Anonymous) },
+            Case { path: "/healthz", ..base("a skip path needs no credentials", Decision::Anonymous { drop_authorization: false }) },
+            Case { path: "/healthz/live", ..base("a skip path covers its sub-paths", Decision::Anonymous { drop_authorization: false }) },
+            Case { path: "/healthz", ready: false, ..base("a skip path does not wait for the provider", Decision::Anonymous { drop_authorization: false }) },
             Case { ready: false, ..base("not ready is a 503 before any credential is looked at", d(Deny::NotReady)) },
-            with(Case { path: "/healthz/x", ..base("a skip path ignores even a bad Authorization header", Decision::Anonymous) }, vec![("authorization", "Basic Zm9vOmJhcg==".into())]),
-            Case { namespace: "public", ..base("a disabled namespace policy is anonymous", Decision::Anonymous) },
-            Case { namespace: "team", isvc: "demo", ..base("a disabled isvc policy overrides its namespace policy", Decision::Anonymous) },
+            with(Case { path: "/healthz/x", ..base("a skip path ignores even a bad Authorization header", Decision::Anonymous { drop_authorization: false }) }, vec![("authorization", "Basic Zm9vOmJhcg==".into())]),
+            Case { namespace: "public", ..base("a disabled namespace policy is anonymous", Decision::Anonymous { drop_authorization: false }) },
+            Case { namespace: "team", isvc: "demo", ..base("a disabled isvc policy overrides its namespace policy", Decision::Anonymous { drop_authorization: false }) },
             Case { ..base("no credentials on a POST is a 401", d(Deny::NoCredentials)) },
             get(base("no credentials on a plain GET (curl's */*) starts the login", Decision::Login), &[("accept", "*/*")]),
             get(base("no credentials on a GET without Accept starts the login", Decision::Login), &[]),
@@ -511,7 +547,10 @@ mod tests {
             with(base("a bearer that is neither a session nor a JWT is a 401", d(Deny::InvalidToken("not a valid session or ID token".into()))), vec![bearer("garbage")]),
             with(base("a non-Bearer Authorization is a 401 even with a valid cookie", d(Deny::NotBearer)), vec![("authorization", "Basic Zm9vOmJhcg==".into()), cookie(&alice)]),
             with(base("an empty bearer token is a 401", d(Deny::NotBearer)), vec![("authorization", "Bearer".into())]),
-            with(base("two Authorization headers are a 401", d(Deny::SeveralAuthorizations)), vec![bearer(&alice), bearer(&alice)]),
+            with(base("two Authorization headers are a 400", d(Deny::SeveralAuthorizations)), vec![bearer(&alice), bearer(&alice)]),
+            with(Case { path: "/healthz", ..base("a session as a bearer on a skip path is dropped, not forwarded", Decision::Anonymous { drop_authorization: true }) }, vec![bearer(&alice)]),
+            with(Case { namespace: "public", ..base("so is an expired one, under a disabled policy", Decision::Anonymous { drop_authorization: true }) }, vec![bearer(&expired)]),
+            with(Case { namespace: "public", ..base("a model's own bearer token passes where auth is off", Decision::Anonymous { drop_authorization: false }) }, vec![bearer("model-api-key"), bearer(JWT_ALICE)]),
             get(with(base("a bad bearer on a GET is a 401, not a login", d(Deny::InvalidToken("token signature is invalid".into()))), vec![bearer("eyJ.forged.sig")]), &[("accept", "text/html")]),
             with(base("a user id with control characters is a 400", d(Deny::UnforwardableIdentity("user id cannot be forwarded (control characters, ',' or surrounding spaces)".into()))), vec![cookie(&newline_user)]),
             with(base("a user id with a ',' is a 400 (it would read as two users)", d(Deny::UnforwardableIdentity("user id cannot be forwarded (control characters, ',' or surrounding spaces)".into()))), vec![cookie(&comma_user)]),
@@ -611,6 +650,15 @@ mod tests {
             target: "t".into(),
         };
         assert_eq!(forbidden.www_authenticate(), None);
+        assert_eq!(
+            Deny::NotBearer.www_authenticate().as_deref(),
+            Some("Bearer realm=\"modelgate\""),
+            "an unsupported method gets no error code"
+        );
+        assert!(Deny::SeveralAuthorizations
+            .www_authenticate()
+            .unwrap()
+            .contains("error=\"invalid_request\""));
         assert_eq!(Deny::NotReady.www_authenticate(), None);
         assert_eq!(
             Deny::UnforwardableIdentity("x".into()).www_authenticate(),

@@ -235,13 +235,22 @@ pub fn upstream_cookie(
 }
 
 /// Whether a `Set-Cookie` value from a model server sets one of the gateway's cookies (any
-/// attributes, `Domain` or not): a model server must not be able to fix a user's session.
+/// attributes, `Domain` or not): a model server must not be able to fix a user's session. A
+/// nameless cookie (`=authservice_session=v`) counts too: browsers store it with an empty name
+/// and send it back as `authservice_session=v` (RFC 6265bis §5.6).
 pub fn sets_gateway_cookie(set_cookie: &[u8], cookie_name: &str) -> bool {
-    let name = set_cookie
-        .split(|b| *b == b'=' || *b == b';')
+    let pair = set_cookie
+        .split(|b| *b == b';')
         .next()
         .unwrap_or_default()
         .trim_ascii();
+    let (name, value) = match pair.iter().position(|b| *b == b'=') {
+        Some(i) => (pair[..i].trim_ascii(), &pair[i + 1..]),
+        None => (pair, &b""[..]),
+    };
+    if name.is_empty() {
+        return !value.is_empty() && sets_gateway_cookie(value, cookie_name);
+    }
     std::str::from_utf8(name).is_ok_and(|n| is_gateway_cookie(n, cookie_name))
 }
 
@@ -514,6 +523,9 @@ mod tests {
             " authservice_session =x",
             "authservice_session_state_abcdefgh=y; Path=/authservice/oidc/callback",
             "authservice_session",
+            "=authservice_session=x; Path=/",
+            " = authservice_session=x",
+            "==authservice_session=x",
         ] {
             assert!(sets_gateway_cookie(v.as_bytes(), name), "{v}");
         }

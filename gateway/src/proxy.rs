@@ -181,7 +181,14 @@ impl Gateway {
                 }
                 return Ok(AuthStep::Continue);
             }
-            Decision::Anonymous => return Ok(AuthStep::Continue),
+            Decision::Anonymous { drop_authorization } => {
+                if drop_authorization {
+                    session
+                        .req_header_mut()
+                        .remove_header(&http::header::AUTHORIZATION);
+                }
+                return Ok(AuthStep::Continue);
+            }
             Decision::Callback => {
                 let cookies = cookie_header(req);
                 let query = req.uri.query().unwrap_or("").to_string();
@@ -610,12 +617,7 @@ impl ProxyHttp for Gateway {
         resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        if resp.status.is_informational() {
-            return Ok(());
-        }
-        if let Some(start) = ctx.upstream_start {
-            ctx.upstream_elapsed = Some(start.elapsed());
-        }
+        // Before the 1xx check: browsers keep cookies from a `101 Switching Protocols` too.
         if let Some(name) = &self.cookie_name {
             let removed = strip_gateway_set_cookies(resp, name);
             if removed > 0 {
@@ -627,6 +629,12 @@ impl ProxyHttp for Gateway {
                     .with_label_values(&[ns, isvc])
                     .inc_by(removed as u64);
             }
+        }
+        if resp.status.is_informational() {
+            return Ok(());
+        }
+        if let Some(start) = ctx.upstream_start {
+            ctx.upstream_elapsed = Some(start.elapsed());
         }
         resp.insert_header("x-modelgate-revision", ctx.revision())?;
         resp.insert_header("x-request-id", ctx.request_id.clone())?;

@@ -30,11 +30,15 @@ pub enum HeadError {
     Fragment,
     /// `%00` anywhere in the target, or another percent-encoded control character in the path.
     EncodedControl,
+    /// A byte in the target that must be percent-encoded: a control character, a space, or
+    /// anything beyond ASCII (which no two parsers decode alike).
+    RawByte(u8),
     /// A `%` not followed by two hex digits.
     BadPercentEncoding,
     /// `%2F` or `%5C` in the path (Envoy's `path_with_escaped_slashes_action: REJECT_REQUEST`),
-    /// or a double-encoded dot, slash or backslash (`%252e`), which a backend that decodes
-    /// twice would read as a separator or a dot segment.
+    /// or a double-encoded dot, slash, backslash, `;`, `%` or control character (`%252e`),
+    /// which a backend that decodes twice would read as a separator, a dot segment, a
+    /// parameter or a NUL.
     EncodedSeparator,
     /// A backslash in the path: some servers treat it as `/`.
     Backslash,
@@ -80,6 +84,10 @@ impl fmt::Display for HeadError {
             HeadError::EncodedControl => {
                 f.write_str("percent-encoded control character in the request target")
             }
+            HeadError::RawByte(b) => write!(
+                f,
+                "byte 0x{b:02x} in the request target must be percent-encoded"
+            ),
             HeadError::BadPercentEncoding => f.write_str("malformed percent-encoding in the path"),
             HeadError::EncodedSeparator => {
                 f.write_str("encoded '/' or '\\' (or a double-encoded dot or slash) in the path")
@@ -144,9 +152,12 @@ pub fn check_framing(version: Version, headers: &HeaderMap) -> Result<(), HeadEr
     Err(HeadError::BadTransferEncoding(all))
 }
 
-/// The raw request target as sent: no `#` and no `%00` anywhere, query included. Runs on the
-/// bytes because a URI parser drops the fragment without a word.
+/// The raw request target as sent: no `#` and no `%00` anywhere, query included, and only
+/// visible ASCII. Runs on the bytes because a URI parser drops the fragment without a word.
 pub fn check_target(raw: &[u8]) -> Result<(), HeadError> {
+    if let Some(b) = raw.iter().find(|b| !b.is_ascii_graphic()) {
+        return Err(HeadError::RawByte(*b));
+    }
     if raw.contains(&b'#') {
         return Err(HeadError::Fragment);
     }
@@ -234,7 +245,11 @@ pub fn normalize_path(path: &str) -> Result<Cow<'_, str>, HeadError> {
                 bytes.get(i + 4).copied().and_then(hex),
             );
             if let (Some(h2), Some(l2)) = next {
-                if matches!(h2 * 16 + l2, b'.' | b'/' | b'\\') {
+                let twice = h2 * 16 + l2;
+                if matches!(twice, b'.' | b'/' | b'\\' | b';' | b'%')
+                    || twice < 0x20
+                    || twice == 0x7f
+                {
                     return Err(HeadError::EncodedSeparator);
                 }
             }
@@ -429,6 +444,14 @@ mod tests {
         for ok in ["/", "/v1/models/m:predict?x=1", "/a%20b", "*"] {
             assert_eq!(check_target(ok.as_bytes()), Ok(()), "{ok}");
         }
+        for (bad, byte) in [
+            (&b"/caf\xc3\xa9"[..], 0xc3),
+            (b"/a b", b' '),
+            (b"/a\tb", b'\t'),
+            (b"/a\x7f", 0x7f),
+        ] {
+            assert_eq!(check_target(bad), Err(HeadError::RawByte(byte)), "{bad:?}");
+        }
         for (bad, want) in [
             ("/a#b", HeadError::Fragment),
             ("/#", HeadError::Fragment),
@@ -501,6 +524,9 @@ mod tests {
             ("/healthz/..%5Cprivate", HeadError::EncodedSeparator),
             ("/healthz/%252e%252e/private", HeadError::EncodedSeparator),
             ("/healthz/%252f", HeadError::EncodedSeparator),
+            ("/healthz/..%253b/private", HeadError::EncodedSeparator),
+            ("/a%2500", HeadError::EncodedSeparator),
+            ("/a%25250a", HeadError::EncodedSeparator),
             ("/healthz%00", HeadError::EncodedControl),
             ("/healthz%0a", HeadError::EncodedControl),
             ("/healthz%0D%0Ax:y", HeadError::EncodedControl),

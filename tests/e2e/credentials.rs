@@ -69,6 +69,18 @@ async fn credentials_stay_with_the_gateway() {
     let seen = s.open_up.requests().pop().unwrap();
     assert_eq!(seen.header("authorization"), Some("Basic dXNlcjpwYXNz"));
     assert_eq!(seen.header_all("cookie"), ["c=3"]);
+    // ... but a gateway session sent as a bearer is the gateway's credential even there.
+    let r =
+        s.gw.get(OPEN, "/v1/models/open-model")
+            .header("authorization", format!("Bearer {session}"))
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        s.open_up.requests().pop().unwrap().header("authorization"),
+        None
+    );
 }
 
 /// With `auth.forward_credentials: true` the verified credential goes on to the model; the
@@ -123,6 +135,8 @@ async fn upstreams_cannot_set_the_gateway_cookies() {
                 "authservice_session=fixed; Domain=example.com; Path=/",
             )
             .header("x-test-set-cookie", "authservice_session_state_abcdefgh=x")
+            // Nameless: browsers store it and send back `authservice_session=fixed`.
+            .header("x-test-set-cookie", "=authservice_session=fixed; Path=/")
             .header("x-test-set-cookie", "theme=dark; Path=/")
             .send()
             .await
@@ -143,7 +157,7 @@ async fn upstreams_cannot_set_the_gateway_cookies() {
             &m,
             r#"modelgate_blocked_set_cookies_total{isvc="sklearn-iris",namespace="kserve-test"}"#
         ),
-        3.0
+        4.0
     );
 }
 
