@@ -115,6 +115,9 @@ pub struct Upstream {
     /// How often endpoint names are looked up again.
     #[serde(default = "default_resolve_interval", with = "humantime_serde")]
     pub resolve_interval: Duration,
+    /// Idle connections kept per endpoint and worker thread.
+    #[serde(default = "default_idle_connections")]
+    pub idle_connections: usize,
 }
 
 impl Default for Upstream {
@@ -124,6 +127,7 @@ impl Default for Upstream {
             request_timeout: default_request_timeout(),
             idle_timeout: default_upstream_idle(),
             resolve_interval: default_resolve_interval(),
+            idle_connections: default_idle_connections(),
         }
     }
 }
@@ -146,6 +150,30 @@ pub struct Downstream {
     /// Client headers whose name contains `_`: `drop` them, or `reject` the request with 400.
     #[serde(default)]
     pub headers_with_underscores: routes::request::Underscores,
+    /// The whole request head must arrive within this from its first byte (or from the end of
+    /// the previous response on a kept-alive connection), else 408; an idle connection is
+    /// closed at the same deadline.
+    #[serde(default = "default_header_timeout", with = "humantime_serde")]
+    pub header_timeout: Duration,
+    /// A request body that stalls this long is aborted (and its upstream request cancelled).
+    #[serde(default = "default_body_idle_timeout", with = "humantime_serde")]
+    pub body_idle_timeout: Duration,
+    /// The request head (line, fields, line ends): larger is 431.
+    #[serde(default = "default_max_head")]
+    pub max_request_head_bytes: usize,
+    /// Header fields in a request: more is 431.
+    #[serde(default = "default_max_fields")]
+    pub max_header_fields: usize,
+    /// The request line: longer is 414.
+    #[serde(default = "default_max_request_line")]
+    pub max_request_line_bytes: usize,
+    /// Concurrent client connections; over it, accept waits. Default: 10,000, or less when the
+    /// descriptor limit leaves room for fewer (each may need an upstream connection too).
+    #[serde(default)]
+    pub max_connections: Option<usize>,
+    /// Concurrent streams per HTTP/2 connection; more are refused with REFUSED_STREAM.
+    #[serde(default = "default_h2_streams")]
+    pub h2_max_concurrent_streams: u32,
 }
 
 impl Default for Downstream {
@@ -155,6 +183,13 @@ impl Default for Downstream {
             max_request_body_bytes: default_max_body(),
             strip_request_headers: None,
             headers_with_underscores: Default::default(),
+            header_timeout: default_header_timeout(),
+            body_idle_timeout: default_body_idle_timeout(),
+            max_request_head_bytes: default_max_head(),
+            max_header_fields: default_max_fields(),
+            max_request_line_bytes: default_max_request_line(),
+            max_connections: None,
+            h2_max_concurrent_streams: default_h2_streams(),
         }
     }
 }
@@ -230,6 +265,47 @@ fn default_resolve_interval() -> Duration {
 fn default_keepalive() -> Duration {
     Duration::from_secs(60)
 }
+fn default_idle_connections() -> usize {
+    64
+}
+fn default_header_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_body_idle_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_max_head() -> usize {
+    60 * 1024
+}
+fn default_max_fields() -> usize {
+    100
+}
+fn default_max_request_line() -> usize {
+    8 * 1024
+}
+fn default_h2_streams() -> u32 {
+    100
+}
+
+/// The default connection cap: 10,000, or what the descriptor limit leaves room for when each
+/// client connection may hold an upstream one and a reserve stays for the admin port, logs,
+/// route files and the resolver.
+pub fn default_max_connections(descriptor_limit: Option<u64>) -> usize {
+    const RESERVE: u64 = 128;
+    match descriptor_limit {
+        Some(n) => (n.saturating_sub(RESERVE) / 2).clamp(16, 10_000) as usize,
+        None => 10_000,
+    }
+}
+
+/// The soft descriptor limit of this process, read from `/proc/self/limits` (no `unsafe` for
+/// `getrlimit`); `None` where there is no such file or it says "unlimited".
+pub fn descriptor_limit() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = text.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
 fn default_max_body() -> u64 {
     // Large enough for batched tensors sent as JSON; small enough to bound a single request.
     64 * 1024 * 1024
@@ -446,6 +522,11 @@ impl Config {
                 "downstream.keepalive_timeout",
                 self.downstream.keepalive_timeout,
             ),
+            ("downstream.header_timeout", self.downstream.header_timeout),
+            (
+                "downstream.body_idle_timeout",
+                self.downstream.body_idle_timeout,
+            ),
         ] {
             if d.is_zero() {
                 err(field.into(), "must be greater than zero".into());
@@ -455,6 +536,44 @@ impl Config {
             err(
                 "downstream.max_request_body_bytes".into(),
                 "must be greater than zero".into(),
+            );
+        }
+        let d = &self.downstream;
+        for (field, value, min, max) in [
+            (
+                "downstream.max_request_head_bytes",
+                d.max_request_head_bytes,
+                1024,
+                1024 * 1024,
+            ),
+            ("downstream.max_header_fields", d.max_header_fields, 8, 256),
+            (
+                "downstream.max_request_line_bytes",
+                d.max_request_line_bytes,
+                256,
+                64 * 1024,
+            ),
+            (
+                "downstream.max_connections",
+                d.max_connections.unwrap_or(1),
+                1,
+                1_000_000,
+            ),
+            (
+                "downstream.h2_max_concurrent_streams",
+                d.h2_max_concurrent_streams as usize,
+                1,
+                10_000,
+            ),
+        ] {
+            if !(min..=max).contains(&value) {
+                err(field.into(), format!("{value} is not in {min}..={max}"));
+            }
+        }
+        if d.max_request_line_bytes > d.max_request_head_bytes {
+            err(
+                "downstream.max_request_line_bytes".into(),
+                "must not be larger than max_request_head_bytes".into(),
             );
         }
         if self.threads == 0 || self.threads > 256 {

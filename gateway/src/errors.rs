@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use http::HeaderValue;
 use pingora::http::ResponseHeader;
-use pingora::proxy::Session;
+use pingora::protocols::http::ServerSession;
 use pingora::{Error, ErrorType};
 
 /// What went wrong, in the client's terms: what the client did wrong, never how the gateway
@@ -15,8 +15,14 @@ pub enum GatewayError {
     BadHost(String),
     /// A request head refused by `routes::request` (framing, target, path, header names).
     Head(routes::request::HeadError),
-    /// The request itself is malformed (body framing pingora refused while streaming).
+    /// The request itself is malformed (a head pingora's parser refused, body framing refused
+    /// while streaming).
     BadRequest(String),
+    /// The request head did not arrive within `downstream.header_timeout`.
+    HeaderTimeout { secs: u64 },
+    /// A protocol upgrade (WebSocket): no model server speaks one, and a tunnel would carry
+    /// traffic no check of the gateway sees.
+    UpgradeNotSupported,
     /// No route table has been loaded yet.
     NotReady,
     /// The OpenID Connect provider has not been discovered yet.
@@ -43,6 +49,8 @@ impl GatewayError {
     pub fn status(&self) -> u16 {
         match self {
             GatewayError::BadHost(_) | GatewayError::BadRequest(_) => 400,
+            GatewayError::HeaderTimeout { .. } => 408,
+            GatewayError::UpgradeNotSupported => 501,
             GatewayError::Head(e) => e.status(),
             GatewayError::NotReady | GatewayError::AuthNotReady => 503,
             GatewayError::Auth(d) => d.status(),
@@ -60,6 +68,12 @@ impl GatewayError {
         match self {
             GatewayError::BadHost(why) => format!("bad Host header: {why}"),
             GatewayError::BadRequest(why) => format!("bad request: {why}"),
+            GatewayError::HeaderTimeout { secs } => {
+                format!("the request head did not arrive within {secs} s")
+            }
+            GatewayError::UpgradeNotSupported => {
+                "not implemented: protocol upgrades (WebSocket) are not supported".into()
+            }
             GatewayError::Head(e) if e.status() == 501 => format!("not implemented: {e}"),
             GatewayError::Head(e) => format!("bad request: {e}"),
             GatewayError::NotReady => "routes are not loaded yet".into(),
@@ -86,12 +100,6 @@ impl GatewayError {
         Bytes::from(serde_json::json!({ "error": self.message() }).to_string())
     }
 
-    /// Carries this error through pingora's `Result` as an `HTTPStatus` error, so that
-    /// `fail_to_proxy` can answer it.
-    pub fn into_pingora(self) -> Box<Error> {
-        Error::explain(ErrorType::HTTPStatus(self.status()), self.message())
-    }
-
     /// Classifies a pingora error raised while proxying. Connect failures only reach here when
     /// failover found nothing else to try.
     pub fn from_pingora(e: &Error, isvc: &str, timeout_secs: u64, body_limit: u64) -> Self {
@@ -114,7 +122,9 @@ impl GatewayError {
     /// never read to its end, and a refused framing leaves the next request's start unknown.
     pub fn closes(&self) -> bool {
         match self {
-            GatewayError::BodyTooLarge { .. } => true,
+            GatewayError::BodyTooLarge { .. }
+            | GatewayError::BadRequest(_)
+            | GatewayError::HeaderTimeout { .. } => true,
             GatewayError::Head(e) => e.closes(),
             _ => false,
         }
@@ -128,19 +138,17 @@ pub const OWN_RESPONSE_HEADERS: [(&str, &str); 2] = [
     ("cache-control", "no-store"),
 ];
 
-/// Writes `err` as the whole response, with `x-request-id` when known. Uses the session's
-/// normal write path (not `respond_error`) so a keep-alive connection survives a 404. `close`
-/// says the connection will not carry another request (the client must not reuse it).
-pub async fn respond(
-    session: &mut Session,
+/// The response head for `err`: JSON, not cached, not sniffed, with its challenge; closing
+/// the connection when `close` or the error demands it.
+fn error_head(
     err: &GatewayError,
+    body_len: usize,
     request_id: Option<&HeaderValue>,
     close: bool,
-) -> pingora::Result<()> {
-    let body = err.body();
-    let mut resp = ResponseHeader::build(err.status(), Some(6))?;
-    resp.insert_header("content-type", "application/json")?;
-    resp.insert_header("content-length", body.len().to_string())?;
+) -> pingora::Result<ResponseHeader> {
+    let mut resp = ResponseHeader::build_no_case(err.status(), Some(7))?;
+    resp.insert_header(http::header::CONTENT_TYPE, "application/json")?;
+    resp.insert_header(http::header::CONTENT_LENGTH, body_len)?;
     for (name, value) in OWN_RESPONSE_HEADERS {
         resp.insert_header(name, value)?;
     }
@@ -152,34 +160,73 @@ pub async fn respond(
         GatewayError::LoginFailed(_) => Some("Bearer realm=\"modelgate\"".to_owned()),
         _ => None,
     } {
-        resp.insert_header("www-authenticate", challenge)?;
+        resp.insert_header(http::header::WWW_AUTHENTICATE, challenge)?;
     }
     if close || err.closes() {
-        resp.insert_header("connection", "close")?;
+        resp.insert_header(http::header::CONNECTION, "close")?;
+    }
+    Ok(resp)
+}
+
+/// Writes `err` as the whole response, with `x-request-id` when known. A keep-alive connection
+/// survives a 404; `close` (or an error that demands it) closes it after the answer.
+pub async fn respond(
+    session: &mut ServerSession,
+    err: &GatewayError,
+    request_id: Option<&HeaderValue>,
+    close: bool,
+) -> pingora::Result<()> {
+    let body = err.body();
+    let resp = error_head(err, body.len(), request_id, close)?;
+    if close || err.closes() {
         session.set_keepalive(None);
     }
-    session.write_response_header(Box::new(resp), false).await?;
-    session.write_response_body(Some(body), true).await
+    session.write_response_header(Box::new(resp)).await?;
+    session.write_response_body(body, true).await
+}
+
+/// The bytes of `err` as a whole HTTP/1.1 response that closes the connection, for a head that
+/// never became a request (pingora's parser refused it, or it never finished): there is no
+/// session to write through.
+pub fn raw_response(err: &GatewayError, request_id: &HeaderValue) -> Vec<u8> {
+    let body = err.body();
+    let status = http::StatusCode::from_u16(err.status()).unwrap_or(http::StatusCode::BAD_REQUEST);
+    let mut out = format!(
+        "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or(""),
+        body.len()
+    )
+    .into_bytes();
+    for (name, value) in OWN_RESPONSE_HEADERS {
+        out.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
+    }
+    out.extend_from_slice(b"x-request-id: ");
+    out.extend_from_slice(request_id.as_bytes());
+    out.extend_from_slice(b"\r\n\r\n");
+    out.extend_from_slice(&body);
+    out
 }
 
 /// A 302 to `location`, setting `cookies`. Used by the login flow; the connection stays open.
 pub async fn redirect(
-    session: &mut Session,
+    session: &mut ServerSession,
     location: &str,
     cookies: &[String],
     request_id: &HeaderValue,
 ) -> pingora::Result<()> {
-    let mut resp = ResponseHeader::build(302, Some(5 + cookies.len()))?;
-    resp.insert_header("location", location)?;
-    resp.insert_header("content-length", "0")?;
+    let mut resp = ResponseHeader::build_no_case(302, Some(5 + cookies.len()))?;
+    resp.insert_header(http::header::LOCATION, location)?;
+    resp.insert_header(http::header::CONTENT_LENGTH, "0")?;
     for (name, value) in OWN_RESPONSE_HEADERS {
         resp.insert_header(name, value)?;
     }
     resp.insert_header("x-request-id", request_id.clone())?;
     for c in cookies {
-        resp.append_header("set-cookie", c)?;
+        resp.append_header(http::header::SET_COOKIE, c)?;
     }
-    session.write_response_header(Box::new(resp), true).await
+    session.write_response_header(Box::new(resp)).await?;
+    session.finish_body().await
 }
 
 #[cfg(test)]
@@ -218,6 +265,24 @@ mod tests {
             let v: serde_json::Value = serde_json::from_slice(&e.body()).unwrap();
             assert_eq!(v["error"], e.message());
         }
+    }
+
+    /// A raw response is a whole HTTP/1.1 message that closes the connection.
+    #[test]
+    fn raw_responses() {
+        let e = GatewayError::HeaderTimeout { secs: 10 };
+        let raw = String::from_utf8(raw_response(&e, &HeaderValue::from_static("id-1"))).unwrap();
+        let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+        assert!(
+            head.starts_with("HTTP/1.1 408 Request Timeout\r\n"),
+            "{head}"
+        );
+        assert!(head.contains("\r\nconnection: close") && head.contains("x-request-id: id-1"));
+        assert!(head.contains(&format!("content-length: {}", body.len())));
+        assert_eq!(
+            body,
+            r#"{"error":"the request head did not arrive within 10 s"}"#
+        );
     }
 
     /// Connect failures are "unreachable" (503), read timeouts are 504, the rest 502.

@@ -14,6 +14,9 @@ pub struct Metrics {
     pub upstream_failures: IntCounterVec,
     pub failovers: IntCounterVec,
     pub blocked_set_cookies: IntCounterVec,
+    pub h2_premature_resets: IntCounter,
+    pub h2_reset_floods: IntCounter,
+    pub downstream_connections: IntGauge,
     pub reloads_ok: IntCounter,
     pub reloads_failed: IntCounter,
     pub route_hosts: IntGauge,
@@ -73,6 +76,21 @@ impl Metrics {
             &["namespace", "isvc"],
         )
         .expect("static metric definition");
+        let h2_premature_resets = IntCounter::new(
+            "modelgate_h2_premature_resets_total",
+            "HTTP/2 streams the client reset within a second of opening them.",
+        )
+        .expect("static metric definition");
+        let h2_reset_floods = IntCounter::new(
+            "modelgate_h2_reset_floods_total",
+            "HTTP/2 connections closed because most of their streams were reset right after opening.",
+        )
+        .expect("static metric definition");
+        let downstream_connections = IntGauge::new(
+            "modelgate_downstream_connections",
+            "Client connections open now.",
+        )
+        .expect("static metric definition");
         let reloads = IntCounterVec::new(
             Opts::new(
                 "modelgate_reloads_total",
@@ -99,6 +117,9 @@ impl Metrics {
             Box::new(upstream_failures.clone()),
             Box::new(failovers.clone()),
             Box::new(blocked_set_cookies.clone()),
+            Box::new(h2_premature_resets.clone()),
+            Box::new(h2_reset_floods.clone()),
+            Box::new(downstream_connections.clone()),
             Box::new(reloads.clone()),
             Box::new(route_hosts.clone()),
             Box::new(route_objects.clone()),
@@ -113,6 +134,9 @@ impl Metrics {
             upstream_failures,
             failovers,
             blocked_set_cookies,
+            h2_premature_resets,
+            h2_reset_floods,
+            downstream_connections,
             reloads_ok: reloads.with_label_values(&["success"]),
             reloads_failed: reloads.with_label_values(&["failure"]),
             route_hosts,

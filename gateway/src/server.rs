@@ -4,18 +4,22 @@
 use crate::admin::Admin;
 use crate::authn::{Authn, AuthnService};
 use crate::config::{LogFormat, Settings, Shutdown};
+use crate::exchange::{Drain, Gateway, Listener, ProxySettings};
+use crate::listen::{AcceptGate, App, ConnLimit, ConnSettings};
 use crate::metrics::Metrics;
-use crate::proxy::{Gateway, ProxySettings};
 use crate::reload::{ReloadService, Reloader};
 use crate::state::Live;
+use crate::upstream::PoolLimits;
+use async_trait::async_trait;
 use pingora::listeners::tls::TlsSettings;
-use pingora::proxy::http_proxy_service_with_name;
 use pingora::server::configuration::ServerConf;
-use pingora::server::Server;
-use pingora::services::background::background_service;
+use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch, ShutdownWatch};
+use pingora::services::background::{background_service, BackgroundService};
 use pingora::services::listening::Service;
+use routes::request::HeadLimits;
 use routes::{BuildOptions, Endpoint};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// Installs the `tracing` subscriber: text or JSON, filtered by `log.level` (or `RUST_LOG`).
 pub fn init_logging(settings: &Settings) {
@@ -58,7 +62,9 @@ fn start_demo() -> std::io::Result<Endpoint> {
 }
 
 /// pingora's server settings for one process: `name` prefixes its pid file and upgrade socket.
-/// Public so `examples/pingora_floor.rs` runs pingora exactly as the gateway does.
+/// pingora's own grace period is the drain: it starts once the listeners have stopped (after
+/// `shutdown.grace_period`, see `Signals`), and the drain service ends the process as soon as
+/// nothing is in flight, so this is only the backstop.
 pub fn server_conf(threads: usize, shutdown: &Shutdown, name: &str) -> ServerConf {
     let tmp = std::env::temp_dir();
     let pid = std::process::id();
@@ -67,8 +73,8 @@ pub fn server_conf(threads: usize, shutdown: &Shutdown, name: &str) -> ServerCon
         // One current-thread runtime per worker instead of tokio's work-stealing pool: no
         // cross-thread task hand-offs on the request path (see BENCHMARKS.md).
         work_stealing: false,
-        grace_period_seconds: Some(shutdown.grace_period.as_secs()),
-        graceful_shutdown_timeout_seconds: Some(shutdown.drain_timeout.as_secs()),
+        grace_period_seconds: Some(shutdown.drain_timeout.as_secs() + 1),
+        graceful_shutdown_timeout_seconds: Some(1),
         // Per instance, so two gateways on one host (tests, blue/green) do not collide.
         pid_file: tmp.join(format!("{name}-{pid}.pid")).display().to_string(),
         upgrade_sock: tmp.join(format!("{name}-{pid}.sock")).display().to_string(),
@@ -117,72 +123,86 @@ pub fn run(settings: Settings) -> i32 {
             return crate::cli::EXIT_CONFIG;
         }
     };
-    let proxy_settings = ProxySettings {
-        connect_timeout: settings.upstream.connect_timeout,
-        request_timeout: settings.upstream.request_timeout,
-        upstream_idle_timeout: settings.upstream.idle_timeout,
-        keepalive_secs: settings.downstream.keepalive_timeout.as_secs().max(1),
-        max_body: settings.downstream.max_request_body_bytes,
-        scheme: "http",
-    };
-    // One proxy service per kind of listener (auth or not, TLS or not): each pingora service
-    // has one ProxyHttp value, and the hooks need to know both.
-    for (with_auth, tls) in [(true, false), (false, false), (true, true), (false, true)] {
-        let group: Vec<_> = settings
+    let d = &settings.downstream;
+    let gateway = Arc::new(Gateway {
+        live: live.clone(),
+        settings: ProxySettings {
+            connect_timeout: settings.upstream.connect_timeout,
+            request_timeout: settings.upstream.request_timeout,
+            max_body: d.max_request_body_bytes,
+            body_idle_timeout: d.body_idle_timeout,
+            pool: PoolLimits {
+                idle_per_endpoint: settings.upstream.idle_connections,
+                idle_timeout: settings.upstream.idle_timeout,
+            },
+        },
+        authn: authn.clone(),
+        identity_headers,
+        strip: settings.strip.clone(),
+        underscores: d.headers_with_underscores,
+        cookie_name: settings.auth.as_ref().map(|a| a.cookie_name.clone()),
+        forward_credentials: settings
+            .auth
+            .as_ref()
+            .is_some_and(|a| a.forward_credentials),
+        drain: Drain::default(),
+    });
+    let limit = d.max_connections.unwrap_or_else(|| {
+        crate::config::default_max_connections(crate::config::descriptor_limit())
+    });
+    let limit = Arc::new(ConnLimit::new(
+        limit,
+        live.metrics.downstream_connections.clone(),
+    ));
+    let app = App {
+        gateway: gateway.clone(),
+        listeners: settings
             .listeners
             .iter()
-            .filter(|l| (l.auth && authn.is_some()) == with_auth && l.tls.is_some() == tls)
-            .collect();
-        if group.is_empty() {
-            continue;
-        }
-        let gateway = Gateway {
-            live: live.clone(),
-            settings: ProxySettings {
-                scheme: if tls { "https" } else { "http" },
-                ..proxy_settings.clone()
+            .map(|l| {
+                let listener = Listener {
+                    auth: l.auth && authn.is_some(),
+                    tls: l.tls.is_some(),
+                    served_ports: l.served_ports.clone(),
+                };
+                (l.address.port(), Arc::new(listener))
+            })
+            .collect(),
+        conn: ConnSettings {
+            header_timeout: d.header_timeout,
+            keepalive_timeout: d.keepalive_timeout,
+            head_limits: HeadLimits {
+                head_bytes: d.max_request_head_bytes,
+                fields: d.max_header_fields,
+                request_line: d.max_request_line_bytes,
             },
-            authn: if with_auth { authn.clone() } else { None },
-            identity_headers: identity_headers.clone(),
-            strip: settings.strip.clone(),
-            underscores: settings.downstream.headers_with_underscores,
-            cookie_name: settings.auth.as_ref().map(|a| a.cookie_name.clone()),
-            forward_credentials: settings
-                .auth
-                .as_ref()
-                .is_some_and(|a| a.forward_credentials),
-            served_ports: group
-                .iter()
-                .map(|l| (l.address.port(), l.served_ports.clone()))
-                .collect(),
-        };
-        let name = format!(
-            "modelgate{}{}",
-            if with_auth { "-auth" } else { "" },
-            if tls { "-tls" } else { "" }
-        );
-        let mut proxy = http_proxy_service_with_name(&server.configuration, gateway, &name);
-        for l in group {
-            match &l.tls {
-                None => proxy.add_tcp(&l.address.to_string()),
-                Some(store) => {
-                    let mut tls_settings = match TlsSettings::intermediate("", "") {
-                        Ok(t) => t,
-                        Err(e) => {
-                            tracing::error!(error = %e, "TLS settings");
-                            return 1;
-                        }
-                    };
-                    // The store was loaded and checked with the config; pingora panics on
-                    // unreadable files, so it never sees any.
-                    tls_settings.set_cert_resolver(store.clone());
-                    tls_settings.enable_h2();
-                    proxy.add_tls_with_settings(&l.address.to_string(), None, tls_settings);
-                }
+            h2_max_streams: d.h2_max_concurrent_streams,
+        },
+        limit: limit.clone(),
+    };
+    // One service for every listener: each connection finds its listener by local port.
+    let mut proxy = Service::new("modelgate".into(), app);
+    proxy.set_connection_filter(Arc::new(AcceptGate(limit)));
+    for l in &settings.listeners {
+        match &l.tls {
+            None => proxy.add_tcp(&l.address.to_string()),
+            Some(store) => {
+                let mut tls_settings = match TlsSettings::intermediate("", "") {
+                    Ok(t) => t,
+                    Err(e) => {
+                        tracing::error!(error = %e, "TLS settings");
+                        return 1;
+                    }
+                };
+                // The store was loaded and checked with the config; pingora panics on
+                // unreadable files, so it never sees any.
+                tls_settings.set_cert_resolver(store.clone());
+                tls_settings.enable_h2();
+                proxy.add_tls_with_settings(&l.address.to_string(), None, tls_settings);
             }
         }
-        server.add_service(proxy);
     }
+    server.add_service(proxy);
     let mut admin = Service::new(
         "admin".into(),
         Admin {
@@ -210,11 +230,92 @@ pub fn run(settings: Settings) -> i32 {
     if let Some(a) = authn {
         server.add_service(background_service("oidc", AuthnService(a)));
     }
+    server.add_service(background_service(
+        "drain",
+        DrainService {
+            gateway,
+            timeout: settings.shutdown.drain_timeout,
+        },
+    ));
     tracing::info!(
         listeners = ?settings.listeners.iter().map(|l| l.address).collect::<Vec<_>>(),
         admin = %settings.admin,
         routes = %settings.route_dir.display(),
         "modelgate starting"
     );
-    server.run_forever()
+    server.run(RunArgs {
+        shutdown_signal: Box::new(Signals {
+            grace: settings.shutdown.grace_period,
+        }),
+    });
+    0
+}
+
+/// SIGTERM, as Kubernetes sends it when it takes the pod out of its endpoints: go on accepting
+/// and serving for `grace_period` (traffic still arrives while the endpoint removal spreads),
+/// then let pingora stop the listeners, which starts the drain. SIGINT stops at once; SIGQUIT
+/// hands the listeners to a new process (pingora's upgrade).
+struct Signals {
+    grace: Duration,
+}
+
+#[async_trait]
+impl ShutdownSignalWatch for Signals {
+    async fn recv(&self) -> ShutdownSignal {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut term), Ok(mut int), Ok(mut quit)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::quit()),
+        ) else {
+            tracing::error!("cannot install signal handlers");
+            return ShutdownSignal::FastShutdown;
+        };
+        tokio::select! {
+            _ = term.recv() => {
+                tracing::info!(grace_period = ?self.grace, "SIGTERM: still serving for the grace period");
+                tokio::select! {
+                    _ = tokio::time::sleep(self.grace) => {}
+                    _ = int.recv() => return ShutdownSignal::FastShutdown,
+                }
+                tracing::info!("grace period over: no new connections; draining");
+                ShutdownSignal::GracefulTerminate
+            }
+            _ = int.recv() => ShutdownSignal::FastShutdown,
+            _ = quit.recv() => ShutdownSignal::GracefulUpgrade,
+        }
+    }
+}
+
+/// The drain: once the listeners have stopped, in-flight requests get up to `timeout` to
+/// finish (each kept-alive connection is closed after its response); the process exits as soon
+/// as none is left, logging how many it had to cut.
+struct DrainService {
+    gateway: Arc<Gateway>,
+    timeout: Duration,
+}
+
+#[async_trait]
+impl BackgroundService for DrainService {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        while !*shutdown.borrow() {
+            if shutdown.changed().await.is_err() {
+                return;
+            }
+        }
+        let drain = &self.gateway.drain;
+        drain.start_draining();
+        let started = Instant::now();
+        let deadline = started + self.timeout;
+        while drain.in_flight() > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let cut = drain.in_flight();
+        if cut > 0 {
+            tracing::warn!(cut, drain_timeout = ?self.timeout, "drain timeout: cutting the requests still in flight");
+        } else {
+            tracing::info!(took = ?started.elapsed(), "drained: no request in flight");
+        }
+        std::process::exit(0);
+    }
 }

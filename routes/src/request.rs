@@ -46,23 +46,51 @@ pub enum HeadError {
     NotAPath,
     /// A header name with `_`, when underscores are set to be rejected.
     Underscore(HeaderName),
+    /// A line of the head that ends in a bare LF: RFC 9112 §2.2 lets a recipient accept it, and
+    /// a hop that does and one that does not disagree on where the head ends.
+    BareLf,
+    /// A CR that is not part of a line's CRLF (RFC 9112 §2.2: reject or replace with SP).
+    BareCr,
+    /// A header line that starts with a space or tab: obsolete line folding (RFC 9112 §5.2).
+    ObsFold,
+    /// Whitespace between a field name and its colon (RFC 9112 §5.1: reject with 400).
+    SpaceBeforeColon,
+    /// A NUL in a field value.
+    Nul,
+    /// The head is longer than the limit: 431.
+    HeadTooLarge(usize),
+    /// More header fields than the limit: 431.
+    TooManyFields(usize),
+    /// The request line is longer than the limit: 414.
+    RequestLineTooLong(usize),
 }
 
 impl HeadError {
     pub fn status(&self) -> u16 {
         match self {
             HeadError::UnsupportedTransferCoding(_) => 501,
+            HeadError::HeadTooLarge(_) | HeadError::TooManyFields(_) => 431,
+            HeadError::RequestLineTooLong(_) => 414,
             _ => 400,
         }
     }
 
-    /// The connection cannot carry another request after this answer.
+    /// The connection cannot carry another request after this answer: the body framing is in
+    /// doubt, or the head itself was not read to its end.
     pub fn closes(&self) -> bool {
         matches!(
             self,
             HeadError::SeveralContentLengths
                 | HeadError::BadTransferEncoding(_)
                 | HeadError::UnsupportedTransferCoding(_)
+                | HeadError::BareLf
+                | HeadError::BareCr
+                | HeadError::ObsFold
+                | HeadError::SpaceBeforeColon
+                | HeadError::Nul
+                | HeadError::HeadTooLarge(_)
+                | HeadError::TooManyFields(_)
+                | HeadError::RequestLineTooLong(_)
         )
     }
 }
@@ -96,6 +124,20 @@ impl fmt::Display for HeadError {
             HeadError::NotAPath => f.write_str("the request target is not a path"),
             HeadError::Underscore(name) => {
                 write!(f, "header name {:?} contains '_'", name.as_str())
+            }
+            HeadError::BareLf => f.write_str("a line of the request head ends in LF without CR"),
+            HeadError::BareCr => f.write_str("a CR without LF in the request head"),
+            HeadError::ObsFold => f.write_str("obsolete line folding in the request head"),
+            HeadError::SpaceBeforeColon => f.write_str("whitespace before ':' in a header line"),
+            HeadError::Nul => f.write_str("NUL in a header value"),
+            HeadError::HeadTooLarge(limit) => {
+                write!(f, "the request head is larger than {limit} bytes")
+            }
+            HeadError::TooManyFields(limit) => {
+                write!(f, "the request head has more than {limit} header fields")
+            }
+            HeadError::RequestLineTooLong(limit) => {
+                write!(f, "the request line is longer than {limit} bytes")
             }
         }
     }
@@ -325,6 +367,108 @@ pub fn raw_request_target(head: &[u8]) -> Option<&[u8]> {
     let start = line.iter().position(|b| *b == b' ')? + 1;
     let end = line.iter().rposition(|b| *b == b' ')?;
     (start <= end).then(|| &line[start..end])
+}
+
+/// How large a request head may be. Enforced while the head is read, so a client that never
+/// finishes one holds at most `head_bytes` of memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeadLimits {
+    /// The whole head: request line, fields, line endings (nginx: 8 KiB lines, 32 KiB in all;
+    /// Envoy: 60 KiB).
+    pub head_bytes: usize,
+    pub fields: usize,
+    pub request_line: usize,
+}
+
+impl Default for HeadLimits {
+    fn default() -> Self {
+        HeadLimits {
+            head_bytes: 60 * 1024,
+            fields: 100,
+            request_line: 8 * 1024,
+        }
+    }
+}
+
+/// Where an HTTP/1 request head ends, found while it arrives, and the checks that need its raw
+/// bytes (a parser that accepts bare LF or folded lines has already normalised them away):
+/// every line ends in CRLF, no bare CR, no obsolete folding, no whitespace before a colon, no
+/// NUL in a value, and the limits. Empty lines before the request line are skipped (RFC 9112
+/// §2.2). Keeps its place between calls, so each byte is looked at once however slowly the
+/// head arrives.
+#[derive(Debug, Default, Clone)]
+pub struct HeadScanner {
+    /// Where the unfinished line starts.
+    line: usize,
+    /// How far the unfinished line has been checked.
+    pos: usize,
+    fields: usize,
+    request_line_done: bool,
+}
+
+impl HeadScanner {
+    /// Scans `buf`, everything received for this head so far (it only grows between calls).
+    /// `Some(n)`: the head is the first `n` bytes (blank line included); the rest is body or
+    /// the next request. `None`: not complete yet.
+    pub fn scan(&mut self, buf: &[u8], limits: &HeadLimits) -> Result<Option<usize>, HeadError> {
+        while let Some(lf) = buf[self.pos..].iter().position(|b| *b == b'\n') {
+            let end = self.pos + lf;
+            if end == self.line || buf[end - 1] != b'\r' {
+                return Err(HeadError::BareLf);
+            }
+            let line = &buf[self.line..end - 1];
+            self.check_line(line, limits)?;
+            self.line = end + 1;
+            self.pos = end + 1;
+            if line.is_empty() && self.request_line_done {
+                return Ok(Some(end + 1));
+            }
+            if !line.is_empty() {
+                self.request_line_done = true;
+            }
+        }
+        self.pos = buf.len();
+        let unfinished = buf.len() - self.line;
+        if !self.request_line_done && unfinished > limits.request_line {
+            return Err(HeadError::RequestLineTooLong(limits.request_line));
+        }
+        if buf.len() > limits.head_bytes {
+            return Err(HeadError::HeadTooLarge(limits.head_bytes));
+        }
+        Ok(None)
+    }
+
+    fn check_line(&mut self, line: &[u8], limits: &HeadLimits) -> Result<(), HeadError> {
+        if line.contains(&b'\r') {
+            return Err(HeadError::BareCr);
+        }
+        if !self.request_line_done {
+            if line.len() > limits.request_line {
+                return Err(HeadError::RequestLineTooLong(limits.request_line));
+            }
+            return Ok(());
+        }
+        if line.is_empty() {
+            return Ok(());
+        }
+        if matches!(line[0], b' ' | b'\t') {
+            return Err(HeadError::ObsFold);
+        }
+        self.fields += 1;
+        if self.fields > limits.fields {
+            return Err(HeadError::TooManyFields(limits.fields));
+        }
+        // A line without a colon is left to the parser, which refuses it.
+        if let Some(colon) = line.iter().position(|b| *b == b':') {
+            if line[..colon].iter().any(|b| matches!(b, b' ' | b'\t')) {
+                return Err(HeadError::SpaceBeforeColon);
+            }
+            if line[colon..].contains(&0) {
+                return Err(HeadError::Nul);
+            }
+        }
+        Ok(())
+    }
 }
 
 /// What to do with a client header whose name contains `_` (nginx's `underscores_in_headers
@@ -569,6 +713,91 @@ mod tests {
             Some(&b"http://h/a?x"[..])
         );
         assert_eq!(t(b"GET"), None);
+    }
+
+    /// A head is found wherever it is split between reads, and its end is where the blank line
+    /// ends; the bytes after it are not looked at.
+    #[test]
+    fn head_scanner_finds_the_end() {
+        let head = b"GET /a HTTP/1.1\r\nHost: h\r\nX: 1\r\n\r\nbody";
+        let limits = HeadLimits::default();
+        for split in 0..head.len() {
+            let mut s = HeadScanner::default();
+            let first = s.scan(&head[..split], &limits).unwrap();
+            let got = first.or_else(|| s.scan(head, &limits).unwrap());
+            assert_eq!(got, Some(head.len() - 4), "split at {split}");
+        }
+        let mut s = HeadScanner::default();
+        assert_eq!(
+            s.scan(b"\r\n\r\nGET / HTTP/1.1\r\n\r\n", &limits),
+            Ok(Some(22)),
+            "leading empty lines are skipped"
+        );
+    }
+
+    /// What a lenient parser would quietly repair is refused, with 400 and a close.
+    #[test]
+    fn head_scanner_refusals() {
+        let limits = HeadLimits::default();
+        for (head, want) in [
+            (&b"GET / HTTP/1.1\nHost: h\r\n\r\n"[..], HeadError::BareLf),
+            (b"GET / HTTP/1.1\r\nHost: h\n\r\n", HeadError::BareLf),
+            (b"GET / HTTP/1.1\r\nHost: h\r\n\n", HeadError::BareLf),
+            (
+                b"GET / HTTP/1.1\r\nHost: h\rX: 1\r\n\r\n",
+                HeadError::BareCr,
+            ),
+            (
+                b"GET / HTTP/1.1\r\nHost: h\r\n folded\r\n\r\n",
+                HeadError::ObsFold,
+            ),
+            (
+                b"GET / HTTP/1.1\r\nHost: h\r\n\tfolded\r\n\r\n",
+                HeadError::ObsFold,
+            ),
+            (
+                b"GET / HTTP/1.1\r\nHost : h\r\n\r\n",
+                HeadError::SpaceBeforeColon,
+            ),
+            (
+                b"GET / HTTP/1.1\r\nHost\t: h\r\n\r\n",
+                HeadError::SpaceBeforeColon,
+            ),
+            (b"GET / HTTP/1.1\r\nX: a\0b\r\n\r\n", HeadError::Nul),
+        ] {
+            let e = HeadScanner::default().scan(head, &limits).unwrap_err();
+            assert_eq!(e, want, "{:?}", String::from_utf8_lossy(head));
+            assert!(e.closes() && e.status() == 400);
+        }
+    }
+
+    /// The limits are enforced while the head arrives, before it is complete: 414 for the
+    /// request line, 431 for the fields and the whole head.
+    #[test]
+    fn head_scanner_limits() {
+        let limits = HeadLimits {
+            head_bytes: 200,
+            fields: 3,
+            request_line: 40,
+        };
+        let long_line = format!("GET /{} HTTP/1.1", "a".repeat(40));
+        let e = HeadScanner::default()
+            .scan(long_line.as_bytes(), &limits)
+            .unwrap_err();
+        assert_eq!((e.status(), e), (414, HeadError::RequestLineTooLong(40)));
+        let e = HeadScanner::default()
+            .scan(format!("{long_line}\r\n\r\n").as_bytes(), &limits)
+            .unwrap_err();
+        assert_eq!(e, HeadError::RequestLineTooLong(40));
+        let fields = b"GET / HTTP/1.1\r\nA: 1\r\nB: 2\r\nC: 3\r\nD: 4\r\n";
+        let e = HeadScanner::default().scan(fields, &limits).unwrap_err();
+        assert_eq!((e.status(), e), (431, HeadError::TooManyFields(3)));
+        let mut s = HeadScanner::default();
+        let big = format!("GET / HTTP/1.1\r\nX: {}", "v".repeat(190));
+        let e = s.scan(big.as_bytes(), &limits).unwrap_err();
+        assert_eq!((e.status(), e), (431, HeadError::HeadTooLarge(200)));
+        let ok = b"GET / HTTP/1.1\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n";
+        assert_eq!(HeadScanner::default().scan(ok, &limits), Ok(Some(ok.len())));
     }
 
     /// Names with `_` are listed to drop, or refused in reject mode; others are kept.

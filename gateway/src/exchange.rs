@@ -1,0 +1,1140 @@
+//! The request path: one request, from its parsed head to the last byte of its response, as
+//! one loop that does the I/O and calls pure functions for every decision
+//! (`routes::request`, `routes::host`, `auth::decide`, `Target::pick`). The phases, in order,
+//! are the ones docs/request-lifecycle.md lists:
+//!
+//! check the head → strip client headers → host → route on one table snapshot → authenticate →
+//! pick a backend → send the head and stream the body upstream → stream the response back →
+//! log and count.
+//!
+//! Connections (HTTP/1 keep-alive, HTTP/2 streams, the head deadline and limits) belong to
+//! `listen`; this module sees one `ServerSession` with its head read.
+
+use crate::authn::Authn;
+use crate::errors::{redirect, respond, GatewayError};
+use crate::metrics::status_class;
+use crate::request::{
+    forwarded_for, forwarded_target, new_request_id, request_authority, request_id,
+};
+use crate::state::{Live, Snapshot};
+use crate::upstream::{self, ConnectError, PoolLimits};
+use auth::decide::Decision;
+use auth::headers::StripList;
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue};
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::protocols::http::v1::client::HttpSession as ClientSession;
+use pingora::protocols::http::ServerSession;
+use pingora::protocols::Stream;
+use pingora::{Error, ErrorType, RetryType};
+use routes::request::Underscores;
+use routes::{HostError, HostRoute, Target};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Request-path settings fixed at start.
+#[derive(Debug, Clone)]
+pub struct ProxySettings {
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+    pub max_body: u64,
+    /// How long a request body may stall between two reads.
+    pub body_idle_timeout: Duration,
+    pub pool: PoolLimits,
+}
+
+/// What one listening port is: whether it authenticates and terminates TLS, and which `Host`
+/// ports mean it.
+#[derive(Debug, Clone)]
+pub struct Listener {
+    pub auth: bool,
+    pub tls: bool,
+    pub served_ports: Vec<u16>,
+}
+
+impl Listener {
+    fn scheme(&self) -> &'static str {
+        if self.tls {
+            "https"
+        } else {
+            "http"
+        }
+    }
+}
+
+/// Requests in flight and whether the gateway is draining, shared by every connection.
+#[derive(Debug, Default)]
+pub struct Drain {
+    in_flight: AtomicUsize,
+    draining: AtomicBool,
+}
+
+impl Drain {
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Acquire)
+    }
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+    fn enter(&self) -> InFlight<'_> {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        InFlight(self)
+    }
+}
+
+/// One request counted as in flight until it is dropped.
+struct InFlight<'a>(&'a Drain);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Everything the request path shares between requests.
+pub struct Gateway {
+    pub live: Arc<Live>,
+    pub settings: ProxySettings,
+    /// Set when `auth:` is configured (a listener with `auth: false` does not use it).
+    pub authn: Option<Arc<Authn>>,
+    /// Names of the identity headers (lower case): set only from a verified identity.
+    pub identity_headers: [HeaderName; 2],
+    /// Client headers removed from every request (the identity headers among them).
+    pub strip: StripList,
+    pub underscores: Underscores,
+    /// The session cookie's name when `auth:` is configured, on every listener.
+    pub cookie_name: Option<String>,
+    pub forward_credentials: bool,
+    pub drain: Drain,
+}
+
+/// Per-request state. The route and target are `Arc`s from one table snapshot, so a reload in
+/// the middle of a request (or between its retries) cannot change where it goes.
+struct Ctx {
+    start: Instant,
+    snapshot: Option<Arc<Snapshot>>,
+    request_id: HeaderValue,
+    /// The host as routed (lower case), for logs and the 404.
+    host: Option<String>,
+    /// The `Host` as the client sent it (port included), for `X-Forwarded-Host` and redirects.
+    raw_host: HeaderValue,
+    /// The target sent upstream when it is not the one received (normalised path, origin form).
+    forward: Option<http::uri::PathAndQuery>,
+    route: Option<Arc<HostRoute>>,
+    identity: Option<auth::session::Identity>,
+    target: Option<Arc<Target>>,
+    /// The OIDC provider's own pages: proxied without model headers.
+    provider: bool,
+    backend: Option<usize>,
+    status: u16,
+    upstream_start: Option<Instant>,
+    upstream_elapsed: Option<Duration>,
+    /// What went wrong, for the access log.
+    error: Option<&'static str>,
+    /// The connection must not carry another request.
+    close: bool,
+}
+
+impl Ctx {
+    fn new() -> Ctx {
+        Ctx {
+            start: Instant::now(),
+            snapshot: None,
+            request_id: HeaderValue::from_static(""),
+            host: None,
+            raw_host: HeaderValue::from_static(""),
+            forward: None,
+            route: None,
+            identity: None,
+            target: None,
+            provider: false,
+            backend: None,
+            status: 0,
+            upstream_start: None,
+            upstream_elapsed: None,
+            error: None,
+            close: false,
+        }
+    }
+
+    /// The client's `Host`, which `request_authority` has already checked is ASCII.
+    fn raw_host(&self) -> &str {
+        self.raw_host.to_str().unwrap_or_default()
+    }
+
+    fn revision(&self) -> &str {
+        match (&self.target, self.backend) {
+            (Some(t), Some(i)) => &t.backends[i].revision,
+            _ => "",
+        }
+    }
+
+    fn isvc_label(&self) -> String {
+        match (&self.route, &self.target) {
+            (Some(r), _) => r.isvc.to_string(),
+            (None, Some(t)) => t.component.clone(),
+            _ => String::new(),
+        }
+    }
+
+    fn route_labels(&self) -> (&str, &str) {
+        self.route
+            .as_ref()
+            .map(|r| (r.isvc.namespace.as_str(), r.isvc.name.as_str()))
+            .unwrap_or(("", ""))
+    }
+
+    fn timeout(&self, default: Duration) -> Duration {
+        self.target
+            .as_ref()
+            .and_then(|t| t.timeout_secs)
+            .map(Duration::from_secs)
+            .unwrap_or(default)
+    }
+}
+
+/// How a request ended when it did not end with the upstream's response.
+enum Failure {
+    /// Nothing has been written to the client: answer with this error.
+    Answer(GatewayError),
+    /// A response was written (by the gateway, or the upstream's has started), or the client is
+    /// gone: nothing more can be said; the connection closes.
+    Done,
+}
+
+impl From<GatewayError> for Failure {
+    fn from(e: GatewayError) -> Self {
+        Failure::Answer(e)
+    }
+}
+
+/// The path the request is handled and forwarded with: normalised.
+fn handled_path<'a>(
+    forward: &'a Option<http::uri::PathAndQuery>,
+    req: &'a RequestHeader,
+) -> &'a str {
+    forward.as_ref().map_or(req.uri.path(), |t| t.path())
+}
+
+impl Gateway {
+    /// Serves one request whose head `session` has read, start to end. Returns whether the
+    /// connection may carry another request.
+    pub async fn serve(&self, session: &mut ServerSession, listener: &Listener) -> bool {
+        let _in_flight = self.drain.enter();
+        let mut ctx = Ctx::new();
+        match self.handle(session, listener, &mut ctx).await {
+            Ok(()) => {}
+            Err(Failure::Answer(err)) => {
+                ctx.status = err.status();
+                if err.closes() {
+                    ctx.close = true;
+                }
+                let close = ctx.close || self.drain.is_draining();
+                if respond(session, &err, Some(&ctx.request_id), close)
+                    .await
+                    .is_err()
+                {
+                    ctx.close = true;
+                }
+            }
+            Err(Failure::Done) => ctx.close = true,
+        }
+        self.log(session, &ctx);
+        !ctx.close
+    }
+
+    async fn handle(
+        &self,
+        session: &mut ServerSession,
+        listener: &Listener,
+        ctx: &mut Ctx,
+    ) -> Result<(), Failure> {
+        let req = session.req_header();
+        ctx.request_id = request_id(req.headers.get("x-request-id"), new_request_id);
+        // The head: framing, target, the one normalised path (routes::request). HTTP/1's raw
+        // head keeps what the parsed target drops (a fragment); HTTP/2 has none.
+        let head = (!session.is_http2()).then(|| session.to_h1_raw());
+        let raw_target = head
+            .as_deref()
+            .and_then(routes::request::raw_request_target)
+            .unwrap_or(req.raw_path());
+        ctx.forward = forwarded_target(req, raw_target).map_err(GatewayError::Head)?;
+        // Headers a client must not set, on any path, in any spelling, auth or not.
+        strip_client_headers(session.req_header_mut(), &self.strip, self.underscores)
+            .map_err(GatewayError::Head)?;
+        let req = session.req_header();
+        let (authority, raw_host) = request_authority(req).map_err(GatewayError::BadHost)?;
+        ctx.raw_host = match raw_host {
+            Some(h) => h,
+            // HTTP/2 without `Host`: the authority, which `request_authority` has checked.
+            None => HeaderValue::from_str(authority).map_err(|_| GatewayError::Internal)?,
+        };
+        // A port this listener does not serve matches no InferenceService (404, after auth,
+        // like any unknown host).
+        let host = match routes::request_host(authority, &listener.served_ports) {
+            Ok(h) => Some(h),
+            Err(HostError::PortNotServed(_)) => None,
+            Err(e) => return Err(GatewayError::BadHost(e.to_string()).into()),
+        };
+        ctx.host = Some(
+            host.clone()
+                .unwrap_or_else(|| authority.to_ascii_lowercase()),
+        );
+        if !self.live.is_ready() {
+            return Err(GatewayError::NotReady.into());
+        }
+        // One snapshot of the table and its addresses for the whole request.
+        let snapshot = self.live.current.load_full();
+        let route = host
+            .as_deref()
+            .and_then(|h| snapshot.table.lookup(h))
+            .cloned();
+        ctx.snapshot = Some(snapshot);
+
+        if let (Some(authn), true) = (self.authn.as_deref(), listener.auth) {
+            if !self
+                .authenticate(authn, session, listener, ctx, route.as_deref())
+                .await?
+            {
+                return Ok(());
+            }
+        }
+        // The gateway's own cookies stay between the browser and the gateway.
+        if let Some(name) = &self.cookie_name {
+            let keep_session = self.forward_credentials && ctx.identity.is_some();
+            strip_gateway_cookies(session.req_header_mut(), name, keep_session);
+        }
+        if !ctx.provider {
+            let Some(route) = route else {
+                let host = ctx.host.clone().unwrap_or_default();
+                return Err(GatewayError::UnknownHost(host).into());
+            };
+            let req = session.req_header();
+            let tag = req
+                .headers
+                .get("knative-serving-tag")
+                .and_then(|v| v.to_str().ok());
+            ctx.target = Some(route.target(handled_path(&ctx.forward, req), tag).clone());
+            ctx.route = Some(route);
+        }
+        if session.is_upgrade_req() {
+            return Err(GatewayError::UpgradeNotSupported.into());
+        }
+        if content_length(session.req_header()).is_some_and(|len| len > self.settings.max_body) {
+            return Err(GatewayError::BodyTooLarge {
+                limit: self.settings.max_body,
+            }
+            .into());
+        }
+        self.forward(session, listener, ctx).await
+    }
+
+    /// Acts on the one auth decision (`auth::decide`): nothing is decided here. `Ok(true)`:
+    /// go on to routing; `Ok(false)`: the answer has been written.
+    async fn authenticate(
+        &self,
+        authn: &Authn,
+        session: &mut ServerSession,
+        listener: &Listener,
+        ctx: &mut Ctx,
+        route: Option<&HostRoute>,
+    ) -> Result<bool, Failure> {
+        let req = session.req_header();
+        let facts = auth::decide::Request {
+            method: &req.method,
+            path: handled_path(&ctx.forward, req),
+            headers: &req.headers,
+            namespace: route.map(|r| r.isvc.namespace.as_str()).unwrap_or(""),
+            isvc: route.map(|r| r.isvc.name.as_str()).unwrap_or(""),
+            ready: authn.is_ready(),
+        };
+        let tls = listener.tls;
+        match authn.decide(&facts, crate::authn::now()).await {
+            Decision::Provider => {
+                ctx.target = Some(authn.provider_target.clone());
+                ctx.provider = true;
+                Ok(true)
+            }
+            Decision::Allow(identity) => {
+                ctx.identity = Some(identity);
+                if !self.forward_credentials {
+                    session
+                        .req_header_mut()
+                        .remove_header(&http::header::AUTHORIZATION);
+                }
+                Ok(true)
+            }
+            Decision::Anonymous { drop_authorization } => {
+                if drop_authorization {
+                    session
+                        .req_header_mut()
+                        .remove_header(&http::header::AUTHORIZATION);
+                }
+                Ok(true)
+            }
+            Decision::Callback => Box::pin(self.callback(authn, session, tls, ctx))
+                .await
+                .map(|()| false),
+            Decision::Logout => {
+                let (location, clear) = authn.logout(tls);
+                self.answer_redirect(session, ctx, &location, &[clear])
+                    .await?;
+                Ok(false)
+            }
+            Decision::Login => {
+                // Back to the path as forwarded, so the login returns exactly where auth ran.
+                let return_to = match (&ctx.forward, req.uri.path_and_query()) {
+                    (Some(t), _) => t.as_str().to_string(),
+                    (None, Some(pq)) => pq.as_str().to_string(),
+                    (None, None) => "/".to_string(),
+                };
+                let login = authn
+                    .start_login(ctx.raw_host(), tls, &return_to)
+                    .ok_or(GatewayError::AuthNotReady)?;
+                self.answer_redirect(session, ctx, &login.location, &[login.set_cookie])
+                    .await?;
+                Ok(false)
+            }
+            Decision::Deny(deny) => Err(GatewayError::Auth(deny).into()),
+        }
+    }
+
+    async fn callback(
+        &self,
+        authn: &Authn,
+        session: &mut ServerSession,
+        tls: bool,
+        ctx: &mut Ctx,
+    ) -> Result<(), Failure> {
+        let req = session.req_header();
+        let cookies = cookie_header(req);
+        let query = req.uri.query().unwrap_or("").to_string();
+        match authn
+            .finish_login(&query, cookies.as_deref(), ctx.raw_host(), tls)
+            .await
+        {
+            Ok((location, set_cookies)) => {
+                self.answer_redirect(session, ctx, &location, &set_cookies)
+                    .await
+            }
+            Err(e) => {
+                tracing::warn!(error = %e.detail, request_id = ctx.request_id.to_str().unwrap_or_default(), "login callback refused");
+                Err(GatewayError::LoginFailed(e.client).into())
+            }
+        }
+    }
+
+    async fn answer_redirect(
+        &self,
+        session: &mut ServerSession,
+        ctx: &mut Ctx,
+        location: &str,
+        cookies: &[String],
+    ) -> Result<(), Failure> {
+        ctx.status = 302;
+        if self.drain.is_draining() {
+            session.set_keepalive(None);
+        }
+        redirect(session, location, cookies, &ctx.request_id)
+            .await
+            .map_err(|_| Failure::Done)
+    }
+
+    /// Picks a backend, sends the request and streams the response back. A refused connection
+    /// fails over to another revision (nothing was sent); a request that fails on a pooled
+    /// connection before any response byte is sent once more on a fresh connection to the same
+    /// endpoint (the upstream never saw it); anything later is a 502/504 or, once the response
+    /// has started, a cut connection.
+    async fn forward(
+        &self,
+        session: &mut ServerSession,
+        listener: &Listener,
+        ctx: &mut Ctx,
+    ) -> Result<(), Failure> {
+        let timeout = ctx.timeout(self.settings.request_timeout);
+        let has_body = !session.is_body_empty();
+        if has_body
+            && session
+                .req_header()
+                .headers
+                .contains_key(http::header::EXPECT)
+        {
+            // The request has passed every check: tell the client to send the body (Envoy's
+            // default; the upstream never sees `Expect`).
+            session
+                .write_continue_response()
+                .await
+                .map_err(|_| Failure::Done)?;
+        }
+        let (mut up, addr, mut reused) = Box::pin(self.connect_any(ctx)).await?;
+        let mut replay = Replay::default();
+        let mut attempt = 0;
+        loop {
+            let head = self.upstream_head(session, listener, ctx, has_body)?;
+            up.read_timeout = Some(timeout);
+            up.write_timeout = Some(timeout);
+            ctx.upstream_start = Some(Instant::now());
+            match self
+                .until_response(session, &mut up, head, has_body, &mut replay)
+                .await
+            {
+                Ok(resp) => {
+                    ctx.upstream_elapsed = ctx.upstream_start.map(|s| s.elapsed());
+                    return self.respond_from(session, up, addr, resp, ctx).await;
+                }
+                Err(Exchange::Failed(e))
+                    if attempt == 0 && reused && !replay.overflowed && unseen(&e) =>
+                {
+                    // The pooled connection was closed under us before the upstream read the
+                    // request: the same request, once, on a fresh connection.
+                    tracing::debug!(error = %e, "pooled upstream connection failed; retrying on a fresh one");
+                    attempt += 1;
+                    up = ClientSession::new(
+                        Box::pin(upstream::connect(addr, self.settings.connect_timeout))
+                            .await
+                            .map_err(|_| self.unreachable(ctx))?,
+                    );
+                    reused = false;
+                }
+                Err(Exchange::Failed(e)) => return Err(self.upstream_failure(ctx, &e, timeout)),
+                Err(Exchange::Downstream(f)) => return Err(f),
+            }
+        }
+    }
+
+    /// The request head for the upstream: the client's headers less the hop-by-hop ones and
+    /// those the gateway owns, with the gateway's set; origin form; framed as the body is.
+    fn upstream_head(
+        &self,
+        session: &ServerSession,
+        listener: &Listener,
+        ctx: &Ctx,
+        has_body: bool,
+    ) -> Result<Box<RequestHeader>, Failure> {
+        let req = session.req_header();
+        let target = ctx.target.as_deref().ok_or(GatewayError::Internal)?;
+        let mut parts = http::Request::new(()).into_parts().0;
+        parts.method = req.method.clone();
+        parts.uri = match &ctx.forward {
+            Some(t) => http::Uri::from(t.clone()),
+            None => match req.uri.path_and_query() {
+                // HTTP/1 origin form (what clients send) is the URI itself.
+                Some(_) if req.uri.authority().is_none() => req.uri.clone(),
+                Some(pq) => http::Uri::from(pq.clone()),
+                None => http::Uri::from_static("/"),
+            },
+        };
+        parts.headers = req.headers.clone();
+        let headers = &mut parts.headers;
+        remove_hop_by_hop(headers);
+        headers.remove(http::header::EXPECT);
+        if has_body && !headers.contains_key(http::header::CONTENT_LENGTH) {
+            headers.insert(
+                http::header::TRANSFER_ENCODING,
+                HeaderValue::from_static("chunked"),
+            );
+        }
+        let xff = forwarded_for(
+            headers
+                .get(names::X_FORWARDED_FOR)
+                .and_then(|v| v.to_str().ok()),
+            session
+                .client_addr()
+                .and_then(|a| a.as_inet())
+                .map(|a| a.ip()),
+        );
+        let value = |v: &str| HeaderValue::from_str(v).map_err(|_| GatewayError::Internal);
+        headers.insert(http::header::HOST, value(&target.upstream_host)?);
+        headers.insert(names::X_FORWARDED_HOST, ctx.raw_host.clone());
+        headers.insert(
+            names::X_FORWARDED_PROTO,
+            HeaderValue::from_static(listener.scheme()),
+        );
+        match xff {
+            Some(xff) => {
+                headers.insert(names::X_FORWARDED_FOR, value(&xff)?);
+            }
+            None => {
+                headers.remove(names::X_FORWARDED_FOR);
+            }
+        }
+        headers.insert(names::X_REQUEST_ID, ctx.request_id.clone());
+        if let Some(id) = &ctx.identity {
+            let [userid, groups] = &self.identity_headers;
+            headers.insert(userid.clone(), value(&id.user)?);
+            headers.insert(groups.clone(), value(&id.groups.join(","))?);
+        }
+        if let (Some(route), Some(i)) = (&ctx.route, ctx.backend) {
+            let backend = &target.backends[i];
+            headers.insert(names::KSERVE_ISVC_NAME, value(&route.isvc.name)?);
+            headers.insert(names::KSERVE_ISVC_NAMESPACE, value(&route.isvc.namespace)?);
+            if backend.knative {
+                headers.insert(names::KNATIVE_REVISION, value(&backend.revision)?);
+                headers.insert(names::KNATIVE_NAMESPACE, value(&route.isvc.namespace)?);
+            } else {
+                headers.remove(names::KNATIVE_REVISION);
+                headers.remove(names::KNATIVE_NAMESPACE);
+            }
+        }
+        Ok(Box::new(RequestHeader::from(parts)))
+    }
+
+    /// A connection to one backend of the target, drawn by weight: a pooled one when there is
+    /// one, else a new one; a backend whose connection is refused (or that has no address) is
+    /// counted and the next one drawn. Boxed by the caller: large and, with a warm pool, mostly
+    /// a lookup.
+    async fn connect_any(
+        &self,
+        ctx: &mut Ctx,
+    ) -> Result<(ClientSession, SocketAddr, bool), Failure> {
+        let (Some(target), Some(snapshot)) = (ctx.target.clone(), ctx.snapshot.clone()) else {
+            return Err(GatewayError::Internal.into());
+        };
+        let mut tried: Vec<usize> = Vec::new();
+        while let Some(idx) = target.pick(fastrand::u32(..), &tried) {
+            tried.push(idx);
+            ctx.backend = Some(idx);
+            let backend = &target.backends[idx];
+            let addrs = backend
+                .endpoints
+                .iter()
+                .filter_map(|e| snapshot.resolved.get(e))
+                .flat_map(|a| a.iter());
+            let count = addrs.clone().count();
+            let Some(addr) = addrs.clone().nth(fastrand::usize(..count.max(1))).copied() else {
+                // Never resolved: as good as a refused connection.
+                tracing::warn!(isvc = %ctx.isvc_label(), revision = %backend.revision, "no address for revision");
+                self.count_failure(ctx, "unresolved");
+                continue;
+            };
+            if let Some(stream) = upstream::checkout(addr, &self.settings.pool) {
+                return Ok((ClientSession::new(stream), addr, true));
+            }
+            match self.connect(addr, ctx).await {
+                Ok(stream) => return Ok((ClientSession::new(stream), addr, false)),
+                Err(e) => {
+                    self.count_failure(ctx, "connect");
+                    // Nothing was sent, so another revision is safe even for a POST.
+                    if target.pick(0, &tried).is_some() {
+                        let (ns, name) = ctx.route_labels();
+                        self.live
+                            .metrics
+                            .failovers
+                            .with_label_values(&[ns, name, ctx.revision()])
+                            .inc();
+                        tracing::warn!(isvc = %ctx.isvc_label(), revision = ctx.revision(), error = %e, "connect failed; failing over to another revision");
+                    }
+                }
+            }
+        }
+        Err(self.unreachable(ctx))
+    }
+
+    /// A new connection: plain TCP to a model server, TLS to an `https` OIDC provider.
+    async fn connect(&self, addr: SocketAddr, ctx: &Ctx) -> Result<Stream, ConnectError> {
+        match self.authn.as_deref() {
+            Some(a) if ctx.provider && a.settings.issuer_tls => {
+                let mut peer = pingora::upstreams::peer::HttpPeer::new(
+                    addr,
+                    true,
+                    a.settings.issuer_host.clone(),
+                );
+                peer.options.connection_timeout = Some(self.settings.connect_timeout);
+                pingora::connectors::TransportConnector::new(None)
+                    .new_stream(&peer)
+                    .await
+                    .map_err(|e| ConnectError::Refused(std::io::Error::other(e.to_string())))
+            }
+            _ => upstream::connect(addr, self.settings.connect_timeout).await,
+        }
+    }
+
+    fn unreachable(&self, ctx: &Ctx) -> Failure {
+        GatewayError::NoRevisionReachable {
+            isvc: ctx.isvc_label(),
+        }
+        .into()
+    }
+
+    fn count_failure(&self, ctx: &Ctx, kind: &str) {
+        let (ns, name) = ctx.route_labels();
+        self.live
+            .metrics
+            .upstream_failures
+            .with_label_values(&[ns, name, ctx.revision(), kind])
+            .inc();
+    }
+
+    fn upstream_failure(&self, ctx: &mut Ctx, e: &Error, timeout: Duration) -> Failure {
+        let timed_out = matches!(
+            e.etype(),
+            ErrorType::ReadTimedout | ErrorType::WriteTimedout
+        );
+        self.count_failure(ctx, if timed_out { "timeout" } else { "other" });
+        ctx.error = Some(e.etype().as_str());
+        tracing::warn!(isvc = %ctx.isvc_label(), revision = ctx.revision(), error = %e, request_id = ctx.request_id.to_str().unwrap_or_default(), "upstream exchange failed");
+        GatewayError::from_pingora(
+            e,
+            &ctx.isvc_label(),
+            timeout.as_secs(),
+            self.settings.max_body,
+        )
+        .into()
+    }
+
+    /// Sends the head and (streaming) the body, until the upstream's response head arrives.
+    /// The upstream may answer before the body is all sent; the rest of it is then streamed
+    /// next to the response.
+    async fn until_response(
+        &self,
+        session: &mut ServerSession,
+        up: &mut ClientSession,
+        head: Box<RequestHeader>,
+        has_body: bool,
+        replay: &mut Replay,
+    ) -> Result<Box<ResponseHeader>, Exchange> {
+        up.write_request_header(head)
+            .await
+            .map_err(Exchange::Failed)?;
+        let mut body_done = !has_body;
+        if has_body {
+            // Whatever a previous attempt read from the client goes first.
+            for chunk in replay.chunks.clone() {
+                up.write_body(&chunk).await.map_err(Exchange::Failed)?;
+            }
+            body_done = replay.complete;
+            if body_done {
+                up.finish_body().await.map_err(Exchange::Failed)?;
+            }
+        }
+        loop {
+            if body_done {
+                return read_final_head(up).await.map_err(Exchange::Failed);
+            }
+            tokio::select! {
+                biased;
+                head = read_final_head(up) => {
+                    let head = head.map_err(Exchange::Failed)?;
+                    replay.pending_body = true;
+                    return Ok(head);
+                }
+                chunk = self.read_body(session, replay) => {
+                    match chunk.map_err(Exchange::Downstream)? {
+                        Some(chunk) => {
+                            up.write_body(&chunk).await.map_err(Exchange::Failed)?;
+                        }
+                        None => {
+                            up.finish_body().await.map_err(Exchange::Failed)?;
+                            body_done = true;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The next piece of the request body (`None` at its end), within the body idle timeout
+    /// and the size limit; kept for a replay while it is small.
+    async fn read_body(
+        &self,
+        session: &mut ServerSession,
+        replay: &mut Replay,
+    ) -> Result<Option<Bytes>, Failure> {
+        if session.is_body_done() {
+            replay.complete = true;
+            return Ok(None);
+        }
+        let chunk = match tokio::time::timeout(
+            self.settings.body_idle_timeout,
+            session.read_request_body(),
+        )
+        .await
+        {
+            Err(_) => {
+                return Err(GatewayError::BadRequest(format!(
+                    "the request body stalled for {} s",
+                    self.settings.body_idle_timeout.as_secs()
+                ))
+                .into())
+            }
+            Ok(Err(e)) if e.etype() == &ErrorType::HTTPStatus(400) || is_framing(&e) => {
+                return Err(GatewayError::BadRequest(e.etype().as_str().into()).into())
+            }
+            Ok(Err(_)) => return Err(Failure::Done),
+            Ok(Ok(chunk)) => chunk,
+        };
+        let Some(chunk) = chunk else {
+            replay.complete = true;
+            return Ok(None);
+        };
+        replay.read += chunk.len() as u64;
+        if replay.read > self.settings.max_body {
+            return Err(GatewayError::BodyTooLarge {
+                limit: self.settings.max_body,
+            }
+            .into());
+        }
+        replay.keep(&chunk);
+        if session.is_body_done() {
+            replay.complete = true;
+        }
+        Ok(Some(chunk))
+    }
+
+    /// Writes the upstream's response head and streams its body (and the rest of the request
+    /// body, if the upstream answered early) until both are done.
+    async fn respond_from(
+        &self,
+        session: &mut ServerSession,
+        mut up: ClientSession,
+        addr: SocketAddr,
+        mut resp: Box<ResponseHeader>,
+        ctx: &mut Ctx,
+    ) -> Result<(), Failure> {
+        self.response_headers(&mut resp, ctx);
+        ctx.status = resp.status.as_u16();
+        if self.drain.is_draining() {
+            session.set_keepalive(None);
+        }
+        let mut response_done = up.is_body_done();
+        let mut replay = Replay::default();
+        let mut request_done = session.is_body_done() || session.is_body_empty();
+        if session.write_response_header(resp).await.is_err() {
+            return Err(Failure::Done);
+        }
+        while !response_done || !request_done {
+            tokio::select! {
+                biased;
+                body = up.read_body_bytes(), if !response_done => {
+                    let body = match body {
+                        Ok(b) => b,
+                        Err(e) => {
+                            self.count_failure(ctx, "other");
+                            ctx.error = Some(e.etype().as_str());
+                            tracing::warn!(isvc = %ctx.isvc_label(), error = %e, "upstream response body failed");
+                            return Err(Failure::Done);
+                        }
+                    };
+                    response_done = up.is_body_done();
+                    let data = body.unwrap_or_default();
+                    if (!data.is_empty() || response_done)
+                        && session.write_response_body(data, response_done).await.is_err()
+                    {
+                        return Err(Failure::Done);
+                    }
+                }
+                chunk = self.read_body(session, &mut replay), if !request_done => {
+                    match chunk {
+                        Ok(Some(chunk)) => {
+                            if up.write_body(&chunk).await.is_err() {
+                                // The upstream stopped reading: its response stands.
+                                request_done = true;
+                            }
+                        }
+                        Ok(None) => {
+                            let _ = up.finish_body().await;
+                            request_done = true;
+                        }
+                        Err(_) => return Err(Failure::Done),
+                    }
+                }
+            }
+        }
+        if session.finish_body().await.is_err() {
+            return Err(Failure::Done);
+        }
+        up.respect_keepalive();
+        if let Some(stream) = up.reuse().await {
+            upstream::checkin(addr, stream, &self.settings.pool);
+        }
+        Ok(())
+    }
+
+    /// The response as the client gets it: hop-by-hop headers and any `Set-Cookie` for the
+    /// gateway's cookies removed (and counted), the revision and request id added.
+    fn response_headers(&self, resp: &mut ResponseHeader, ctx: &Ctx) {
+        remove_hop_by_hop_response(resp);
+        if let Some(name) = &self.cookie_name {
+            let removed = strip_gateway_set_cookies(resp, name);
+            if removed > 0 {
+                let (ns, isvc) = ctx.route_labels();
+                tracing::warn!(isvc = %ctx.isvc_label(), revision = ctx.revision(), removed, "upstream tried to set the gateway's cookies; removed");
+                self.live
+                    .metrics
+                    .blocked_set_cookies
+                    .with_label_values(&[ns, isvc])
+                    .inc_by(removed as u64);
+            }
+        }
+        if let Ok(v) = HeaderValue::from_str(ctx.revision()) {
+            let _ = resp.insert_header(names::X_MODELGATE_REVISION, v);
+        }
+        let _ = resp.insert_header(names::X_REQUEST_ID, ctx.request_id.clone());
+    }
+
+    fn log(&self, session: &ServerSession, ctx: &Ctx) {
+        let total = ctx.start.elapsed();
+        let (ns, name) = ctx.route_labels();
+        let revision = ctx.revision();
+        let m = &self.live.metrics;
+        m.requests
+            .with_label_values(&[ns, name, revision, status_class(ctx.status)])
+            .inc();
+        m.latency.observe(total.as_secs_f64());
+        let req = session.req_header();
+        tracing::info!(
+            target: "modelgate::access",
+            method = %req.method,
+            host = ctx.host.as_deref().unwrap_or("-"),
+            path = %req.uri.path(),
+            status = ctx.status,
+            isvc = %ctx.isvc_label(),
+            revision,
+            upstream_ms = ctx.upstream_elapsed.map(|d| d.as_secs_f64() * 1000.0),
+            total_ms = total.as_secs_f64() * 1000.0,
+            request_id = ctx.request_id.to_str().unwrap_or_default(),
+            error = ctx.error,
+        );
+    }
+}
+
+/// What the upstream exchange before the response head ended with.
+enum Exchange {
+    /// The upstream side failed (`Error` says how, and whether a retry is safe).
+    Failed(Box<Error>),
+    /// The client side failed or was refused.
+    Downstream(Failure),
+}
+
+/// The request body read so far, kept (while small) so that a request that failed on a pooled
+/// connection can be sent again whole.
+#[derive(Default)]
+struct Replay {
+    chunks: Vec<Bytes>,
+    kept: usize,
+    read: u64,
+    /// More was read than is kept: no replay possible.
+    overflowed: bool,
+    /// The whole body has been read from the client.
+    complete: bool,
+    /// The upstream answered before the body was all sent.
+    pending_body: bool,
+}
+
+/// How much request body is kept for a replay.
+const REPLAY_LIMIT: usize = 64 * 1024;
+
+impl Replay {
+    fn keep(&mut self, chunk: &Bytes) {
+        if self.overflowed || self.kept + chunk.len() > REPLAY_LIMIT {
+            self.overflowed = true;
+            self.chunks.clear();
+            return;
+        }
+        self.kept += chunk.len();
+        self.chunks.push(chunk.clone());
+    }
+}
+
+/// Whether the upstream cannot have seen the request: the connection failed with nothing read
+/// back (pingora marks that `ReusedOnly`: safe to retry when the connection was a reused one),
+/// or writing the request failed (the upstream had closed it).
+fn unseen(e: &Error) -> bool {
+    matches!(e.retry, RetryType::ReusedOnly) || e.etype() == &ErrorType::WriteError
+}
+
+/// A body framing error pingora raised while reading the client's body.
+fn is_framing(e: &Error) -> bool {
+    matches!(e.etype(), ErrorType::Custom(t) if t.starts_with("Invalid") || t.starts_with("Premature"))
+}
+
+/// Reads the upstream's response head, skipping interim 1xx responses (the gateway answered
+/// `Expect` itself, and upgrades are refused).
+async fn read_final_head(up: &mut ClientSession) -> pingora::Result<Box<ResponseHeader>> {
+    loop {
+        up.read_response().await?;
+        let head = up
+            .resp_header()
+            .ok_or_else(|| Error::explain(ErrorType::InvalidHTTPHeader, "no response head"))?;
+        if !head.status.is_informational() {
+            let mut resp =
+                ResponseHeader::build_no_case(head.status, Some(head.headers.len() + 2))?;
+            resp.set_version(http::Version::HTTP_11);
+            for (name, value) in head.headers.iter() {
+                resp.append_header(name.clone(), value.clone())?;
+            }
+            return Ok(Box::new(resp));
+        }
+    }
+}
+
+/// Header names the gateway sets, parsed once.
+mod names {
+    use http::HeaderName;
+    pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+    pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+    pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+    pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+    pub const X_MODELGATE_REVISION: HeaderName = HeaderName::from_static("x-modelgate-revision");
+    pub const KSERVE_ISVC_NAME: HeaderName = HeaderName::from_static("kserve-isvc-name");
+    pub const KSERVE_ISVC_NAMESPACE: HeaderName = HeaderName::from_static("kserve-isvc-namespace");
+    pub const KNATIVE_REVISION: HeaderName = HeaderName::from_static("knative-serving-revision");
+    pub const KNATIVE_NAMESPACE: HeaderName = HeaderName::from_static("knative-serving-namespace");
+    pub const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+    pub const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+}
+
+/// RFC 9110 §7.6.1: `Connection` and every header it names, `Keep-Alive`, `Proxy-Connection`,
+/// `TE`, `Upgrade`, `Trailer`, and `Transfer-Encoding` (the upstream request is framed anew)
+/// belong to one hop.
+fn remove_hop_by_hop(headers: &mut http::HeaderMap) {
+    remove_connection_named(headers);
+    for name in [
+        http::header::CONNECTION,
+        names::KEEP_ALIVE,
+        names::PROXY_CONNECTION,
+        http::header::TE,
+        http::header::UPGRADE,
+        http::header::TRAILER,
+        http::header::TRANSFER_ENCODING,
+    ] {
+        headers.remove(name);
+    }
+}
+
+/// The same for a response, but `Transfer-Encoding` stays: it tells pingora to frame the
+/// response to the client chunked, as the upstream sent it.
+fn remove_hop_by_hop_response(resp: &mut ResponseHeader) {
+    let headers = &resp.headers;
+    let has_connection = headers.contains_key(http::header::CONNECTION);
+    let has_other = headers.contains_key(names::KEEP_ALIVE)
+        || headers.contains_key(names::PROXY_CONNECTION)
+        || headers.contains_key(http::header::UPGRADE)
+        || headers.contains_key(http::header::TRAILER);
+    if !has_connection && !has_other {
+        return;
+    }
+    let mut doomed: Vec<HeaderName> = Vec::new();
+    for v in headers.get_all(http::header::CONNECTION) {
+        for token in v.to_str().unwrap_or("").split(',') {
+            if let Ok(name) = HeaderName::from_bytes(token.trim().as_bytes()) {
+                if name != http::header::TRANSFER_ENCODING {
+                    doomed.push(name);
+                }
+            }
+        }
+    }
+    doomed.extend([
+        http::header::CONNECTION,
+        names::KEEP_ALIVE,
+        names::PROXY_CONNECTION,
+        http::header::UPGRADE,
+        http::header::TRAILER,
+    ]);
+    for name in doomed {
+        resp.remove_header(&name);
+    }
+}
+
+/// Removes the headers named in `Connection` (they are for this hop only).
+fn remove_connection_named(headers: &mut http::HeaderMap) {
+    if !headers.contains_key(http::header::CONNECTION) {
+        return;
+    }
+    let named: Vec<HeaderName> = headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .flat_map(|v| v.to_str().unwrap_or("").split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+}
+
+/// Every `Cookie` header of the request as one value (HTTP/2 sends one per cookie).
+fn cookie_header(req: &RequestHeader) -> Option<String> {
+    let cookies: Vec<&str> = req
+        .headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    (!cookies.is_empty()).then(|| cookies.join("; "))
+}
+
+/// Removes every client header on the strip list (in any spelling) and every header whose
+/// name has `_` (or refuses the request for one, in reject mode). Allocates only when there is
+/// something to remove.
+fn strip_client_headers(
+    req: &mut RequestHeader,
+    strip: &StripList,
+    underscores: Underscores,
+) -> Result<(), routes::request::HeadError> {
+    let doomed = |k: &HeaderName| strip.matches(k.as_str()) || k.as_str().contains('_');
+    if !req.headers.keys().any(doomed) {
+        return Ok(());
+    }
+    let mut names = routes::request::underscore_headers(&req.headers, underscores)?;
+    names.extend(
+        req.headers
+            .keys()
+            .filter(|k| strip.matches(k.as_str()))
+            .cloned(),
+    );
+    for k in names {
+        req.remove_header(&k);
+    }
+    Ok(())
+}
+
+/// Takes the gateway's session and login-state cookies out of the upstream `Cookie` header
+/// (all of them, or all but the session with `forward_credentials`), keeping the others.
+fn strip_gateway_cookies(req: &mut RequestHeader, cookie_name: &str, keep_session: bool) {
+    let Some(kept) = auth::session::upstream_cookie(&req.headers, cookie_name, keep_session) else {
+        return;
+    };
+    req.remove_header(&http::header::COOKIE);
+    if !kept.is_empty() {
+        // Built from valid header values with pairs removed; still a valid value.
+        if let Ok(v) = HeaderValue::from_str(&kept) {
+            let _ = req.insert_header(http::header::COOKIE, v);
+        }
+    }
+}
+
+/// Removes every `Set-Cookie` of the upstream's response that would set one of the gateway's
+/// cookies; returns how many.
+fn strip_gateway_set_cookies(resp: &mut ResponseHeader, cookie_name: &str) -> usize {
+    let all = resp.headers.get_all(http::header::SET_COOKIE);
+    let removed = all
+        .iter()
+        .filter(|v| auth::session::sets_gateway_cookie(v.as_bytes(), cookie_name))
+        .count();
+    if removed == 0 {
+        return 0;
+    }
+    let kept: Vec<HeaderValue> = all
+        .iter()
+        .filter(|v| !auth::session::sets_gateway_cookie(v.as_bytes(), cookie_name))
+        .cloned()
+        .collect();
+    resp.remove_header(&http::header::SET_COOKIE);
+    for v in kept {
+        let _ = resp.append_header(http::header::SET_COOKIE, v);
+    }
+    removed
+}
+
+/// The declared body length, if any and valid.
+fn content_length(req: &RequestHeader) -> Option<u64> {
+    req.headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+}
