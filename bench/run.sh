@@ -8,7 +8,7 @@
 # Knobs (environment): ROUNDS=3 DURATION=10 (s per wrk run) RATE=2000 (req/s for the latency
 #   runs) RATE_DURATION=10 CONNECTIONS=64
 #   TARGETS="direct nginx haproxy pingora modelgate modelgate-auth" (pingora: the engine alone,
-#   gateway/examples/pingora_floor.rs, no hooks)
+#   bench/pingora-floor, pingora-proxy with no hooks: the old engine's floor)
 #   SCALE=1 (the 10,000-InferenceService part; 0 skips it) SCALE_ISVCS=10000 MICRO=1 (criterion
 #   benches; 0 skips) CALLGRIND=1 (instructions per request under callgrind; 0 skips)
 #   CG_REQUESTS=5000 TARGET_DIR (cargo target dir, default <repo>/target) RESULTS (output dir,
@@ -122,12 +122,14 @@ install_tools() {
 }
 
 build() {
-    log "building modelgate and bench_upstream (release, CARGO_TARGET_DIR=$TARGET_DIR)"
+    log "building modelgate, bench_upstream and the floors (release, CARGO_TARGET_DIR=$TARGET_DIR)"
     (cd "$REPO" && CARGO_TARGET_DIR=$TARGET_DIR cargo build --release -q -p gateway \
-        --bin modelgate --example bench_upstream --example pingora_floor)
+        --bin modelgate --example bench_upstream)
+    # The old engine's floor is a crate of its own, so pingora-proxy is not in the workspace.
+    (cd "$BENCH_DIR/pingora-floor" && CARGO_TARGET_DIR=$TARGET_DIR cargo build --release -q)
     MODELGATE=$TARGET_DIR/release/modelgate
     UPSTREAM=$TARGET_DIR/release/examples/bench_upstream
-    FLOOR=$TARGET_DIR/release/examples/pingora_floor
+    FLOOR=$TARGET_DIR/release/pingora-floor
 }
 
 # ---------------------------------------------------------------- measurements
