@@ -20,6 +20,8 @@ pub enum GatewayError {
     BadRequest(String),
     /// The request head did not arrive within `downstream.header_timeout`.
     HeaderTimeout { secs: u64 },
+    /// The request body stalled longer than `downstream.body_idle_timeout`.
+    BodyTimeout { secs: u64 },
     /// A protocol upgrade (WebSocket): no model server speaks one, and a tunnel would carry
     /// traffic no check of the gateway sees.
     UpgradeNotSupported,
@@ -49,7 +51,7 @@ impl GatewayError {
     pub fn status(&self) -> u16 {
         match self {
             GatewayError::BadHost(_) | GatewayError::BadRequest(_) => 400,
-            GatewayError::HeaderTimeout { .. } => 408,
+            GatewayError::HeaderTimeout { .. } | GatewayError::BodyTimeout { .. } => 408,
             GatewayError::UpgradeNotSupported => 501,
             GatewayError::Head(e) => e.status(),
             GatewayError::NotReady | GatewayError::AuthNotReady => 503,
@@ -70,6 +72,9 @@ impl GatewayError {
             GatewayError::BadRequest(why) => format!("bad request: {why}"),
             GatewayError::HeaderTimeout { secs } => {
                 format!("the request head did not arrive within {secs} s")
+            }
+            GatewayError::BodyTimeout { secs } => {
+                format!("the request body stalled for more than {secs} s")
             }
             GatewayError::UpgradeNotSupported => {
                 "not implemented: protocol upgrades (WebSocket) are not supported".into()
@@ -124,7 +129,8 @@ impl GatewayError {
         match self {
             GatewayError::BodyTooLarge { .. }
             | GatewayError::BadRequest(_)
-            | GatewayError::HeaderTimeout { .. } => true,
+            | GatewayError::HeaderTimeout { .. }
+            | GatewayError::BodyTimeout { .. } => true,
             GatewayError::Head(e) => e.closes(),
             _ => false,
         }

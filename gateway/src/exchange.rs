@@ -756,10 +756,9 @@ impl Gateway {
         .await
         {
             Err(_) => {
-                return Err(GatewayError::BadRequest(format!(
-                    "the request body stalled for {} s",
-                    self.settings.body_idle_timeout.as_secs()
-                ))
+                return Err(GatewayError::BodyTimeout {
+                    secs: self.settings.body_idle_timeout.as_secs(),
+                }
                 .into())
             }
             Ok(Err(e)) if e.etype() == &ErrorType::HTTPStatus(400) || is_framing(&e) => {

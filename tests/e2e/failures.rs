@@ -28,8 +28,8 @@ async fn bad_and_unknown_hosts() {
         .unwrap()
         .contains("nobody.kserve-test.example.com"));
 
-    // pingora's HTTP/1 parser rejects several Host fields (and userinfo in Host) with its own
-    // 400 and closes the connection, before any gateway hook runs: no JSON body there.
+    // pingora's HTTP/1 parser refuses several Host fields (and userinfo in Host); the gateway
+    // answers that with its own JSON 400 and closes the connection.
     for (what, req) in [
         (
             "duplicate",
@@ -46,6 +46,7 @@ async fn bad_and_unknown_hosts() {
     ] {
         let resp = raw(gw.port, &req);
         assert!(resp.starts_with("HTTP/1.1 400"), "{what}: {resp}");
+        assert!(resp.contains("{\"error\":\"bad request"), "{what}: {resp}");
     }
     for (what, req) in [
         (

@@ -11,5 +11,6 @@ mod hardening;
 mod oidc_provider;
 mod quickstart;
 mod reload;
+mod request_path;
 mod routing;
 mod tls;

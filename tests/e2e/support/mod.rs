@@ -62,23 +62,38 @@ impl RawClient {
         RawClient { stream }
     }
 
-    /// Sends `request` and reads one response (head and `Content-Length` body); empty when the
-    /// gateway closed the connection without answering.
+    /// Sends `request` and reads one response: its head and the body its framing says
+    /// (`Content-Length`, chunked to the last chunk, none after HEAD or for 1xx/204/304); empty
+    /// when the gateway closed the connection without answering.
     pub fn exchange(&mut self, request: &[u8]) -> String {
         let _ = self.stream.write_all(request);
+        let head_request = request.starts_with(b"HEAD ");
         let mut out = Vec::new();
         let mut buf = [0u8; 4096];
         loop {
             if let Some(end) = out.windows(4).position(|w| w == b"\r\n\r\n") {
                 let head = String::from_utf8_lossy(&out[..end]).to_ascii_lowercase();
-                let len = head
-                    .lines()
-                    .find_map(|l| {
-                        l.strip_prefix("content-length:")
-                            .map(|v| v.trim().parse::<usize>().unwrap())
-                    })
+                let status: u16 = head
+                    .split_whitespace()
+                    .nth(1)
+                    .and_then(|s| s.parse().ok())
                     .unwrap_or(0);
-                if out.len() >= end + 4 + len {
+                let body = &out[end + 4..];
+                let done = if head_request || matches!(status, 100..=199 | 204 | 304) {
+                    true
+                } else if head.contains("\r\ntransfer-encoding: chunked") {
+                    body.ends_with(b"0\r\n\r\n")
+                } else {
+                    let len = head
+                        .lines()
+                        .find_map(|l| {
+                            l.strip_prefix("content-length:")
+                                .map(|v| v.trim().parse::<usize>().unwrap())
+                        })
+                        .unwrap_or(0);
+                    body.len() >= len
+                };
+                if done {
                     break;
                 }
             }

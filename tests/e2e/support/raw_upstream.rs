@@ -18,6 +18,16 @@ pub struct RawUpstream {
 
 impl RawUpstream {
     pub async fn start() -> RawUpstream {
+        Self::serve_with(false).await
+    }
+
+    /// One that reads each request head and closes the connection without answering: a model
+    /// server that crashed on the request.
+    pub async fn start_dropping() -> RawUpstream {
+        Self::serve_with(true).await
+    }
+
+    async fn serve_with(drop_requests: bool) -> RawUpstream {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("raw upstream: bind");
@@ -35,7 +45,7 @@ impl RawUpstream {
                                 all.push(Vec::new());
                                 all.len() - 1
                             };
-                            connections.spawn(serve(stream, Arc::clone(&shared), slot));
+                            connections.spawn(serve(stream, Arc::clone(&shared), slot, drop_requests));
                         }
                     }
                     Some(_) = connections.join_next(), if !connections.is_empty() => {}
@@ -84,7 +94,12 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 }
 
 /// Reads requests one after another and answers each `200 ok`, keeping the connection open.
-async fn serve(mut stream: TcpStream, received: Arc<Mutex<Vec<Vec<u8>>>>, slot: usize) {
+async fn serve(
+    mut stream: TcpStream,
+    received: Arc<Mutex<Vec<Vec<u8>>>>,
+    slot: usize,
+    drop_requests: bool,
+) {
     let mut buf: Vec<u8> = Vec::new();
     let mut chunk = [0u8; 16 * 1024];
     loop {
@@ -118,6 +133,9 @@ async fn serve(mut stream: TcpStream, received: Arc<Mutex<Vec<Vec<u8>>>>, slot: 
             }
         };
         let Some(used) = complete else { return };
+        if drop_requests {
+            return;
+        }
         buf.drain(..used);
         let response = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nx-upstream: raw\r\n\r\nok";
         if stream.write_all(response).await.is_err() {

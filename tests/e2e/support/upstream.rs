@@ -9,6 +9,7 @@
 //! | `x-test-echo: 1`    | streams the request body back frame by frame as it arrives           |
 //! | `x-test-hold: 1`    | sends the head and `first\n` at once, then `last\n` after `release()`|
 //! | `x-test-set-cookie` | each value becomes a `Set-Cookie` of the response                    |
+//! | `x-test-response-header: n: v` | each adds header `n: v` to the response                   |
 //!
 //! Bodies are never collected: the request body is counted as it streams past, so a test can
 //! push large uploads through the gateway and check `body_len` without the server holding them.
@@ -73,6 +74,8 @@ impl Recorded {
 struct Shared {
     name: String,
     hits: AtomicUsize,
+    /// TCP connections accepted.
+    connections: AtomicUsize,
     requests: Mutex<Vec<Recorded>>,
     /// One permit per `release()`; each held response takes one to finish.
     releases: Arc<Semaphore>,
@@ -101,15 +104,20 @@ pub struct Upstream {
 impl Upstream {
     /// Binds 127.0.0.1:0 and serves until dropped (abort the accept task in Drop).
     pub async fn start(name: &str) -> Upstream {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("upstream: bind 127.0.0.1:0");
+        Self::start_on("127.0.0.1:0".parse().unwrap(), name).await
+    }
+
+    /// Binds `addr` (an earlier upstream's, to play a restarted model server) and serves until
+    /// dropped.
+    pub async fn start_on(addr: SocketAddr, name: &str) -> Upstream {
+        let listener = TcpListener::bind(addr).await.expect("upstream: bind");
         let addr = listener
             .local_addr()
             .expect("upstream: local address of a bound listener");
         let shared = Arc::new(Shared {
             name: name.to_owned(),
             hits: AtomicUsize::new(0),
+            connections: AtomicUsize::new(0),
             requests: Mutex::new(Vec::new()),
             releases: Arc::new(Semaphore::new(0)),
         });
@@ -138,6 +146,11 @@ impl Upstream {
     /// request the gateway abandoned mid-body still counts.
     pub fn hits(&self) -> usize {
         self.shared.hits.load(Ordering::SeqCst)
+    }
+
+    /// TCP connections the upstream accepted (a pooled connection is counted once).
+    pub fn connections(&self) -> usize {
+        self.shared.connections.load(Ordering::SeqCst)
     }
 
     /// Every request seen, in the order their bodies finished.
@@ -176,6 +189,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _peer)) => {
+                    shared.connections.fetch_add(1, Ordering::SeqCst);
                     connections.spawn(serve_connection(stream, Arc::clone(&shared)));
                 }
                 Err(err) => {
@@ -205,6 +219,7 @@ struct Script {
     echo: bool,
     hold: bool,
     set_cookies: Vec<HeaderValue>,
+    response_headers: Vec<(http::HeaderName, HeaderValue)>,
 }
 
 impl Script {
@@ -239,6 +254,17 @@ impl Script {
                 .get_all("x-test-set-cookie")
                 .iter()
                 .cloned()
+                .collect(),
+            response_headers: headers
+                .get_all("x-test-response-header")
+                .iter()
+                .filter_map(|v| {
+                    let (n, v) = v.to_str().ok()?.split_once(':')?;
+                    Some((
+                        http::HeaderName::from_bytes(n.trim().as_bytes()).ok()?,
+                        HeaderValue::from_str(v.trim()).ok()?,
+                    ))
+                })
                 .collect(),
         })
     }
@@ -319,6 +345,9 @@ async fn handle(
     let mut response = respond(&shared, status, Bytes::from(summary));
     for c in script.set_cookies {
         response.headers_mut().append(http::header::SET_COOKIE, c);
+    }
+    for (n, v) in script.response_headers {
+        response.headers_mut().append(n, v);
     }
     Ok(response)
 }
