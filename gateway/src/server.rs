@@ -12,6 +12,7 @@ use crate::state::Live;
 use crate::upstream::PoolLimits;
 use async_trait::async_trait;
 use pingora::listeners::tls::TlsSettings;
+use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch, ShutdownWatch};
 use pingora::services::background::{background_service, BackgroundService};
@@ -184,8 +185,15 @@ pub fn run(settings: Settings) -> i32 {
     let mut proxy = Service::new("modelgate".into(), app);
     proxy.set_connection_filter(Arc::new(AcceptGate(limit)));
     for l in &settings.listeners {
+        // No read buffer in front of the socket: the head reader and pingora's body reader have
+        // buffers of their own, and an idle connection should not hold 64 KiB (pingora's
+        // default). The write buffer (one MSS) stays: it joins a response head and a small body.
+        let endpoint = ListenerConfig::tcp(l.address.to_string()).l4_buffer(L4BufferSettings {
+            read: Some(0),
+            write: None,
+        });
         match &l.tls {
-            None => proxy.add_tcp(&l.address.to_string()),
+            None => proxy.add_listener(endpoint),
             Some(store) => {
                 let mut tls_settings = match TlsSettings::intermediate("", "") {
                     Ok(t) => t,
@@ -198,7 +206,7 @@ pub fn run(settings: Settings) -> i32 {
                 // unreadable files, so it never sees any.
                 tls_settings.set_cert_resolver(store.clone());
                 tls_settings.enable_h2();
-                proxy.add_tls_with_settings(&l.address.to_string(), None, tls_settings);
+                proxy.add_listener(endpoint.tls(tls_settings));
             }
         }
     }

@@ -421,6 +421,9 @@ impl HeadScanner {
             self.line = end + 1;
             self.pos = end + 1;
             if line.is_empty() && self.request_line_done {
+                if end + 1 > limits.head_bytes {
+                    return Err(HeadError::HeadTooLarge(limits.head_bytes));
+                }
                 return Ok(Some(end + 1));
             }
             if !line.is_empty() {
@@ -798,6 +801,15 @@ mod tests {
         assert_eq!((e.status(), e), (431, HeadError::HeadTooLarge(200)));
         let ok = b"GET / HTTP/1.1\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n";
         assert_eq!(HeadScanner::default().scan(ok, &limits), Ok(Some(ok.len())));
+        let whole = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "v".repeat(190));
+        let e = HeadScanner::default()
+            .scan(whole.as_bytes(), &limits)
+            .unwrap_err();
+        assert_eq!(
+            e,
+            HeadError::HeadTooLarge(200),
+            "a complete head over the limit too"
+        );
     }
 
     /// Names with `_` are listed to drop, or refused in reject mode; others are kept.

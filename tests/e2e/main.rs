@@ -13,4 +13,5 @@ mod quickstart;
 mod reload;
 mod request_path;
 mod routing;
+mod slow_clients;
 mod tls;

@@ -110,7 +110,20 @@ impl Upstream {
     /// Binds `addr` (an earlier upstream's, to play a restarted model server) and serves until
     /// dropped.
     pub async fn start_on(addr: SocketAddr, name: &str) -> Upstream {
-        let listener = TcpListener::bind(addr).await.expect("upstream: bind");
+        // A dropped upstream's accept task ends a moment after its `abort()`, and its old
+        // connections linger in TIME_WAIT: bind with SO_REUSEADDR, retrying until it is free.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let listener = loop {
+            let socket = tokio::net::TcpSocket::new_v4().expect("upstream: socket");
+            socket.set_reuseaddr(true).expect("upstream: SO_REUSEADDR");
+            match socket.bind(addr).and_then(|()| socket.listen(1024)) {
+                Ok(l) => break l,
+                Err(_) if std::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                Err(e) => panic!("upstream: bind {addr}: {e}"),
+            }
+        };
         let addr = listener
             .local_addr()
             .expect("upstream: local address of a bound listener");
