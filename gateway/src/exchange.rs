@@ -713,7 +713,18 @@ impl Gateway {
             }
         }
         loop {
+            if body_done && session.is_http2() {
+                // An HTTP/2 client may reset the stream while the upstream thinks: stop then,
+                // and cancel the upstream request (its connection is dropped, not pooled).
+                return tokio::select! {
+                    biased;
+                    head = read_final_head(up) => head.map_err(Exchange::Failed),
+                    _ = session.read_body_or_idle(true) => Err(Exchange::Downstream(Failure::Done)),
+                };
+            }
             if body_done {
+                // HTTP/1: a client that went away is noticed when the response is written; a
+                // probe here would cost a read per request.
                 return read_final_head(up).await.map_err(Exchange::Failed);
             }
             tokio::select! {

@@ -62,7 +62,7 @@ pub(crate) fn auth_options(
             ("client-secret".into(), "modelgate-secret\n".into()),
             ("cookie-secret".into(), format!("{COOKIE_SECRET}\n")),
         ],
-        extra_listeners: false,
+        ..Default::default()
     }
 }
 

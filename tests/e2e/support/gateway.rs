@@ -30,6 +30,8 @@ pub struct Options {
     pub files: Vec<(String, String)>,
     /// `extra` continues the `listeners:` list (more listeners) instead of adding top-level keys.
     pub extra_listeners: bool,
+    /// The `shutdown:` section (default: no grace period, a 1 s drain).
+    pub shutdown: Option<String>,
 }
 
 impl Gateway {
@@ -57,8 +59,12 @@ impl Gateway {
         if opts.extra_listeners {
             config.push_str(&opts.extra);
         }
+        let shutdown = opts
+            .shutdown
+            .as_deref()
+            .unwrap_or("{grace_period: 0s, drain_timeout: 1s}");
         config.push_str(&format!(
-            "admin: {{address: \"127.0.0.1:{admin_port}\"}}\nroutes: {{directory: routes}}\nshutdown: {{grace_period: 0s, drain_timeout: 1s}}\n"
+            "admin: {{address: \"127.0.0.1:{admin_port}\"}}\nroutes: {{directory: routes}}\nshutdown: {shutdown}\n"
         ));
         if !opts.endpoints.is_empty() {
             config.push_str("endpoints:\n");
@@ -131,8 +137,24 @@ impl Gateway {
         }
     }
 
+    /// The gateway's log so far, without the terminal colours `tracing` writes.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("gateway.log")).unwrap_or_default()
+        let raw = std::fs::read_to_string(self.dir.path().join("gateway.log")).unwrap_or_default();
+        let mut out = String::with_capacity(raw.len());
+        let mut chars = raw.chars();
+        while let Some(c) = chars.next() {
+            if c == '\u{1b}' {
+                // ESC [ ... m
+                for c in chars.by_ref() {
+                    if c == 'm' {
+                        break;
+                    }
+                }
+            } else {
+                out.push(c);
+            }
+        }
+        out
     }
 
     pub fn routes_dir(&self) -> PathBuf {
@@ -221,6 +243,31 @@ impl Gateway {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Sends a signal to the gateway process (`TERM`, `INT`, ...).
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &self.pid().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -{name} failed");
+    }
+
+    /// Waits for the process to exit, up to `within`; its exit status.
+    pub fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the gateway did not exit within {within:?}; log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }
 

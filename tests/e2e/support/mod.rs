@@ -2,6 +2,7 @@
 //! ports, and InferenceService manifests as the KServe controller writes them.
 
 pub mod gateway;
+pub mod h2raw;
 pub mod manifest;
 pub mod oidc;
 pub mod raw_upstream;
