@@ -24,8 +24,8 @@ GOAL_RSS_MIB = 32
 GOAL_CANARY = (19.0, 21.0)
 GOAL_BUILD_MS = 200
 
-PROXY_TARGETS = ["nginx", "haproxy", "pingora", "modelgate", "modelgate-auth"]
-ORDER = ["direct", "nginx", "haproxy", "pingora", "modelgate", "modelgate-auth"]
+PROXY_TARGETS = ["nginx", "haproxy", "pingora", "floor", "modelgate", "modelgate-auth"]
+ORDER = ["direct", "nginx", "haproxy", "pingora", "floor", "modelgate", "modelgate-auth"]
 SCENARIOS = ["get", "post", "jwt-get", "jwt-post", "cookie-get", "cookie-post"]
 
 
@@ -140,7 +140,7 @@ def record(args):
     tick_us = 1e6 / args.clk_tck
     served = max(w["requests"], 1)
     a, b = args.split_wrk
-    splits = args.has_proxy and args.target != "pingora"
+    splits = args.has_proxy and args.target not in ("pingora", "floor")
     oa, ob = args.split_oha
     out = {
         "kind": "run",
@@ -159,7 +159,7 @@ def record(args):
             args.rate_proxy_ticks * tick_us / max(o["ok"] + o["errors"], 1) if args.has_proxy and o else None
         ),
         "peak_rss_mib": args.peak_rss_kib / 1024,
-        # `direct` and `pingora` (the engine alone) do not split: no canary share.
+        # `direct` and the floors (the engines alone) do not split: no canary share.
         "canary_pct": 100 * b / (a + b) if splits and a + b else None,
         "canary_pct_rate": 100 * ob / (oa + ob) if splits and oa + ob else None,
         "upstream_requests": a + b,

@@ -7,8 +7,9 @@
 #   bench/run.sh
 # Knobs (environment): ROUNDS=3 DURATION=10 (s per wrk run) RATE=2000 (req/s for the latency
 #   runs) RATE_DURATION=10 CONNECTIONS=64
-#   TARGETS="direct nginx haproxy pingora modelgate modelgate-auth" (pingora: the engine alone,
-#   bench/pingora-floor, pingora-proxy with no hooks: the old engine's floor)
+#   TARGETS="direct nginx haproxy pingora floor modelgate modelgate-auth" (pingora:
+#   bench/pingora-floor, pingora-proxy with no hooks: the old engine's floor; floor:
+#   gateway/examples/loop_floor.rs, modelgate's own loop with no routing: the new engine's floor)
 #   SCALE=1 (the 10,000-InferenceService part; 0 skips it) SCALE_ISVCS=10000 MICRO=1 (criterion
 #   benches; 0 skips) CALLGRIND=1 (instructions per request under callgrind; 0 skips)
 #   CG_REQUESTS=5000 TARGET_DIR (cargo target dir, default <repo>/target) RESULTS (output dir,
@@ -24,7 +25,7 @@ DURATION=${DURATION:-10}
 RATE=${RATE:-2000}
 RATE_DURATION=${RATE_DURATION:-10}
 CONNECTIONS=${CONNECTIONS:-64}
-TARGETS=${TARGETS:-"direct nginx haproxy pingora modelgate modelgate-auth"}
+TARGETS=${TARGETS:-"direct nginx haproxy pingora floor modelgate modelgate-auth"}
 SCALE=${SCALE:-1}
 SCALE_ISVCS=${SCALE_ISVCS:-10000}
 MICRO=${MICRO:-1}
@@ -124,12 +125,13 @@ install_tools() {
 build() {
     log "building modelgate, bench_upstream and the floors (release, CARGO_TARGET_DIR=$TARGET_DIR)"
     (cd "$REPO" && CARGO_TARGET_DIR=$TARGET_DIR cargo build --release -q -p gateway \
-        --bin modelgate --example bench_upstream)
+        --bin modelgate --example bench_upstream --example loop_floor)
     # The old engine's floor is a crate of its own, so pingora-proxy is not in the workspace.
     (cd "$BENCH_DIR/pingora-floor" && CARGO_TARGET_DIR=$TARGET_DIR cargo build --release -q)
     MODELGATE=$TARGET_DIR/release/modelgate
     UPSTREAM=$TARGET_DIR/release/examples/bench_upstream
     FLOOR=$TARGET_DIR/release/pingora-floor
+    LOOP_FLOOR=$TARGET_DIR/release/examples/loop_floor
 }
 
 # ---------------------------------------------------------------- measurements
@@ -255,6 +257,14 @@ start_pingora() {
     TARGET_PIDS=$TARGET_PID
 }
 
+# modelgate's own loop and pool with no routing (every request to the first upstream).
+start_floor() {
+    taskset -c "$PROXY_CPU" "${WRAP[@]}" "$LOOP_FLOOR" "$PROXY_PORT" "127.0.0.1:$PORT_A" >>"$RUN/floor.out" 2>&1 &
+    TARGET_PID=$!; PIDS+=("$TARGET_PID")
+    wait_for loop_floor curl -sf -o /dev/null -H "Host: $HOST" "http://127.0.0.1:$PROXY_PORT$PREDICT_PATH"
+    TARGET_PIDS=$TARGET_PID
+}
+
 start_haproxy() {
     fill "$BENCH_DIR/haproxy.cfg" "$RUN/haproxy.cfg"
     taskset -c "$PROXY_CPU" "${WRAP[@]}" haproxy -db -f "$RUN/haproxy.cfg" >>"$RUN/haproxy.out" 2>&1 &
@@ -311,6 +321,7 @@ run_target() {
         nginx) start_nginx; port=$PROXY_PORT ;;
         haproxy) start_haproxy; port=$PROXY_PORT ;;
         pingora) start_pingora; port=$PROXY_PORT ;;
+        floor) start_floor; port=$PROXY_PORT ;;
         modelgate) start_modelgate 0 "$RUN/isvc"; port=$PROXY_PORT ;;
         modelgate-auth) start_modelgate 1 "$RUN/isvc"; port=$PROXY_PORT ;;
         *) die "unknown target $target" ;;
@@ -396,6 +407,7 @@ callgrind_target() {
         nginx) TRIES=600 start_nginx ;;
         haproxy) TRIES=600 start_haproxy ;;
         pingora) TRIES=600 start_pingora ;;
+        floor) TRIES=600 start_floor ;;
         modelgate) READY_TRIES=600 start_modelgate 0 "$RUN/isvc" ;;
         modelgate-auth) READY_TRIES=600 start_modelgate 1 "$RUN/isvc" ;;
     esac
@@ -422,7 +434,7 @@ run_callgrind() {
     local t
     for t in $TARGETS; do
         case $t in
-            nginx | haproxy | pingora | modelgate) callgrind_target "$t" get "Host: $HOST" ;;
+            nginx | haproxy | pingora | floor | modelgate) callgrind_target "$t" get "Host: $HOST" ;;
             modelgate-auth)
                 callgrind_target "$t" jwt-get "Host: $HOST" "Authorization: Bearer $TOKEN"
                 callgrind_target "$t" cookie-get "Host: $HOST" "Cookie: authservice_session=$COOKIE"

@@ -221,10 +221,20 @@ fn handled_path<'a>(
     forward.as_ref().map_or(req.uri.path(), |t| t.path())
 }
 
+impl crate::listen::Handler for Gateway {
+    fn serve(
+        &self,
+        session: &mut ServerSession,
+        listener: &Listener,
+    ) -> impl std::future::Future<Output = bool> + Send {
+        self.serve_request(session, listener)
+    }
+}
+
 impl Gateway {
     /// Serves one request whose head `session` has read, start to end. Returns whether the
     /// connection may carry another request.
-    pub async fn serve(&self, session: &mut ServerSession, listener: &Listener) -> bool {
+    pub async fn serve_request(&self, session: &mut ServerSession, listener: &Listener) -> bool {
         let _in_flight = self.drain.enter();
         let mut ctx = Ctx::new();
         match self.handle(session, listener, &mut ctx).await {

@@ -5,8 +5,8 @@
 //! request then goes to `exchange`.
 
 use crate::errors::{raw_response, GatewayError};
-use crate::exchange::{Gateway, Listener};
-use crate::metrics::status_class;
+use crate::exchange::Listener;
+use crate::metrics::{status_class, Metrics};
 use async_trait::async_trait;
 use bytes::BytesMut;
 use pingora::apps::ServerApp;
@@ -39,6 +39,19 @@ pub struct ConnSettings {
     pub head_limits: HeadLimits,
     /// Concurrent HTTP/2 streams per connection; more are refused (REFUSED_STREAM).
     pub h2_max_streams: u32,
+    /// Reading a request body: the longest wait for its next bytes.
+    pub body_idle_timeout: Duration,
+}
+
+/// What serves one request once its head is read: the gateway (`exchange::Gateway`), or the
+/// benchmark's floor that forwards everything to one upstream.
+pub trait Handler: Send + Sync + 'static {
+    /// Serves the request on `session` to its end; whether the connection may carry another.
+    fn serve(
+        &self,
+        session: &mut ServerSession,
+        listener: &Listener,
+    ) -> impl Future<Output = bool> + Send;
 }
 
 /// HTTP/2 streams a connection may leave malformed before it is closed (pingora's own budget,
@@ -110,8 +123,9 @@ impl pingora::listeners::ConnectionFilter for AcceptGate {
 }
 
 /// The pingora app: every listener's connections.
-pub struct App {
-    pub gateway: Arc<Gateway>,
+pub struct App<H> {
+    pub handler: Arc<H>,
+    pub metrics: Metrics,
     /// By local port.
     pub listeners: Vec<(u16, Arc<Listener>)>,
     pub conn: ConnSettings,
@@ -119,7 +133,7 @@ pub struct App {
 }
 
 #[async_trait]
-impl ServerApp for App {
+impl<H: Handler> ServerApp for App<H> {
     async fn process_new(
         self: &Arc<Self>,
         stream: Stream,
@@ -152,7 +166,7 @@ enum NoHead {
     Refuse(GatewayError),
 }
 
-impl App {
+impl<H: Handler> App<H> {
     /// The HTTP/1 keep-alive loop: read a head (under its deadline and limits), let pingora
     /// parse it, serve the request, and again while the connection may be reused.
     async fn serve_h1(&self, mut stream: Stream, listener: &Listener, mut shutdown: ShutdownWatch) {
@@ -188,9 +202,9 @@ impl App {
             }
             // pingora resets keep-alive on every head it reads; the idle limits are ours.
             session.set_keepalive(Some(self.conn.keepalive_timeout.as_secs().max(1)));
-            session.set_read_timeout(Some(self.gateway.settings.body_idle_timeout));
-            session.set_total_drain_timeout(Some(self.gateway.settings.body_idle_timeout));
-            let keep = self.gateway.serve(&mut session, listener).await;
+            session.set_read_timeout(Some(self.conn.body_idle_timeout));
+            session.set_total_drain_timeout(Some(self.conn.body_idle_timeout));
+            let keep = self.handler.serve(&mut session, listener).await;
             if !keep || *shutdown.borrow() {
                 session.set_keepalive(None);
             }
@@ -271,9 +285,7 @@ impl App {
     async fn refuse(&self, mut stream: Stream, err: &GatewayError) {
         let request_id = crate::request::new_request_id();
         let status = err.status();
-        self.gateway
-            .live
-            .metrics
+        self.metrics
             .requests
             .with_label_values(&["", "", "", status_class(status)])
             .inc();
@@ -336,7 +348,7 @@ impl App {
                 Ok(Some(H2Accept::Session(session))) => {
                     let opened = resets.opened.fetch_add(1, Ordering::AcqRel) + 1;
                     if !closing && resets.flood(opened) {
-                        self.gateway.live.metrics.h2_reset_floods.inc();
+                        self.metrics.h2_reset_floods.inc();
                         tracing::warn!(
                             client = ?digest.socket_digest.as_ref().and_then(|d| d.peer_addr()),
                             opened,
@@ -373,13 +385,13 @@ impl App {
         tokio::task::yield_now().await;
         if was_reset(&mut session) {
             resets.premature();
-            self.gateway.live.metrics.h2_premature_resets.inc();
+            self.metrics.h2_premature_resets.inc();
             return;
         }
-        self.gateway.serve(&mut session, listener).await;
+        self.handler.serve(&mut session, listener).await;
         if opened.elapsed() < PREMATURE_WINDOW && was_reset(&mut session) {
             resets.premature();
-            self.gateway.live.metrics.h2_premature_resets.inc();
+            self.metrics.h2_premature_resets.inc();
         }
         let _ = session.finish().await;
     }

@@ -156,7 +156,8 @@ pub fn run(settings: Settings) -> i32 {
         live.metrics.downstream_connections.clone(),
     ));
     let app = App {
-        gateway: gateway.clone(),
+        handler: gateway.clone(),
+        metrics: live.metrics.clone(),
         listeners: settings
             .listeners
             .iter()
@@ -178,6 +179,7 @@ pub fn run(settings: Settings) -> i32 {
                 request_line: d.max_request_line_bytes,
             },
             h2_max_streams: d.h2_max_concurrent_streams,
+            body_idle_timeout: d.body_idle_timeout,
         },
         limit: limit.clone(),
     };
