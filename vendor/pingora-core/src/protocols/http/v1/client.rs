@@ -67,6 +67,8 @@ pub struct HttpSession {
     // If allowed, does not fail with error on invalid content-length
     // (treats as close-delimited response).
     allow_h1_response_invalid_content_length: bool,
+    // Whether the parsed response header keeps the server's header-name case.
+    preserve_header_case: bool,
 }
 
 /// HTTP 1.x client session
@@ -100,7 +102,15 @@ impl HttpSession {
             received_upgrade_req_body: false,
             close_delimited_resp: false,
             allow_h1_response_invalid_content_length: false,
+            preserve_header_case: true,
         }
+    }
+
+    /// Whether the response header read next keeps the server's header-name case (default
+    /// true). An application that never writes the original spellings back out can turn it
+    /// off and save a second header map per response.
+    pub fn set_preserve_header_case(&mut self, preserve: bool) {
+        self.preserve_header_case = preserve;
     }
 
     /// Create a new http client session and apply peer options
@@ -284,7 +294,12 @@ impl HttpSession {
                         // while header_refs doesn't as it is still empty
                         let _num_headers = populate_headers(base, &mut header_refs, resp.headers);
 
-                        let mut response_header = match ResponseHeader::build(
+                        let build = if self.preserve_header_case {
+                            ResponseHeader::build
+                        } else {
+                            ResponseHeader::build_no_case
+                        };
+                        let mut response_header = match build(
                             resp.code.unwrap(),
                             Some(resp.headers.len()),
                         ) {
@@ -989,6 +1004,24 @@ mod tests_stream {
             http_stream.resp_header().unwrap().get_reason_phrase(),
             Some("Just Fine")
         );
+    }
+
+    #[tokio::test]
+    async fn read_response_without_header_case() {
+        init_log();
+        let input = b"HTTP/1.1 200 OK\r\nX-Mixed-Case: 1\r\nContent-Length: 0\r\n\r\n";
+        for (preserve, wire) in [(true, "X-Mixed-Case: 1"), (false, "x-mixed-case: 1")] {
+            let mock_io = Builder::new().read(&input[..]).build();
+            let mut http_stream = HttpSession::new(Box::new(mock_io));
+            http_stream.set_preserve_header_case(preserve);
+            http_stream.read_response().await.unwrap();
+            let mut buf = BytesMut::new();
+            http_stream.resp_header().unwrap().header_to_h1_wire(&mut buf);
+            assert!(
+                String::from_utf8_lossy(&buf).contains(wire),
+                "{preserve}: {buf:?}"
+            );
+        }
     }
 
     #[tokio::test]

@@ -132,6 +132,9 @@ pub struct HttpSession {
     connection_user_context: Option<Box<dyn Any + Send + Sync>>,
     /// Whether the client has closed the TCP connection (sent FIN / read returned 0).
     half_closed: bool,
+    /// Whether the parsed request header keeps the client's header-name case (a second map of
+    /// the original spellings, for proxies that must forward them as sent).
+    preserve_header_case: bool,
     /// When true (default), a client close after the request body is surfaced as a
     /// `ConnectionClosed` error so the proxy aborts immediately. When false, the
     /// close is tolerated and `read_body_or_idle` stays pending so the proxy can
@@ -201,6 +204,7 @@ impl HttpSession {
             keepalive_reuses_remaining: None,
             connection_user_context: None,
             half_closed: false,
+            preserve_header_case: true,
             abort_on_close: true,
             proxy_tasks_enabled: false,
             pipelining_enabled: false,
@@ -349,7 +353,12 @@ impl HttpSession {
                         // while header_refs doesn't as it is still empty
                         let _num_headers = populate_headers(base, &mut header_refs, req.headers);
 
-                        let mut request_header = Box::new(RequestHeader::build(
+                        let build = if self.preserve_header_case {
+                            RequestHeader::build
+                        } else {
+                            RequestHeader::build_no_case
+                        };
+                        let mut request_header = Box::new(build(
                             req.method.unwrap_or(""),
                             // we path httparse to allow unsafe bytes in the str
                             req.path.unwrap_or("").as_bytes(),
@@ -511,6 +520,13 @@ impl HttpSession {
         }
 
         Ok(())
+    }
+
+    /// Whether the request header read next keeps the client's header-name case (default
+    /// true). An application that never writes the original spellings back out can turn it
+    /// off and save a second header map per request.
+    pub fn set_preserve_header_case(&mut self, preserve: bool) {
+        self.preserve_header_case = preserve;
     }
 
     /// Return a reference of the `RequestHeader` this session read
@@ -1911,6 +1927,25 @@ mod tests_stream {
         assert_eq!(Version::HTTP_11, http_stream.req_header().version);
 
         assert_eq!(b"pingora.org", http_stream.get_header_bytes("Host"));
+    }
+
+    #[tokio::test]
+    async fn read_without_header_case() {
+        init_log();
+        let input = b"GET / HTTP/1.1\r\nHost: pingora.org\r\nX-Mixed-Case: 1\r\n\r\n";
+        for (preserve, wire) in [(true, "X-Mixed-Case: 1"), (false, "x-mixed-case: 1")] {
+            let mock_io = Builder::new().read(&input[..]).build();
+            let mut http_stream = HttpSession::new(Box::new(mock_io));
+            http_stream.set_preserve_header_case(preserve);
+            http_stream.read_request().await.unwrap();
+            assert_eq!(http_stream.get_header_bytes("x-mixed-case"), b"1");
+            let mut buf = BytesMut::new();
+            http_stream.req_header().header_to_h1_wire(&mut buf);
+            assert!(
+                String::from_utf8_lossy(&buf).contains(wire),
+                "{preserve}: {buf:?}"
+            );
+        }
     }
 
     #[tokio::test]
