@@ -55,6 +55,9 @@ pub fn is_identity_header(name: &str, identity_headers: &[&str]) -> bool {
 pub struct StripList {
     exact: Vec<Vec<u8>>,
     prefixes: Vec<Vec<u8>>,
+    /// The (folded) first bytes of every entry: most headers of a request start with another
+    /// letter and are passed over without a comparison.
+    first: [bool; 256],
 }
 
 impl StripList {
@@ -65,6 +68,7 @@ impl StripList {
         let mut list = StripList {
             exact: Vec::new(),
             prefixes: Vec::new(),
+            first: [false; 256],
         };
         let fixed = identity_headers
             .into_iter()
@@ -81,6 +85,7 @@ impl StripList {
                 ));
             }
             let folded: Vec<u8> = name.bytes().map(fold).collect();
+            list.first[folded[0] as usize] = true;
             let into = if prefix {
                 &mut list.prefixes
             } else {
@@ -102,6 +107,9 @@ impl StripList {
     /// Whether a client header of this name is removed.
     pub fn matches(&self, name: &str) -> bool {
         let name = name.as_bytes();
+        if !name.first().is_some_and(|b| self.first[fold(*b) as usize]) {
+            return false;
+        }
         self.exact.iter().any(|e| same_spelling(e, name))
             || self
                 .prefixes

@@ -9,7 +9,7 @@
 //! loop_floor LISTEN_PORT UPSTREAM_ADDR   # e.g. loop_floor 8081 127.0.0.1:9001
 //! ```
 
-use gateway::exchange::Listener;
+use gateway::exchange::{Client, Listener};
 use gateway::listen::{App, ConnLimit, ConnSettings, Handler};
 use gateway::upstream::{self, PoolLimits};
 use pingora::http::RequestHeader;
@@ -38,6 +38,7 @@ impl Floor {
                 .ok()?,
         };
         let mut up = ClientSession::new(stream);
+        up.set_preserve_header_case(false);
         let req = session.req_header();
         let mut parts = http::Request::new(()).into_parts().0;
         parts.method = req.method.clone();
@@ -71,7 +72,7 @@ impl Floor {
 }
 
 impl Handler for Floor {
-    async fn serve(&self, session: &mut ServerSession, _listener: &Listener) -> bool {
+    async fn serve(&self, session: &mut ServerSession, _client: &Client) -> bool {
         self.forward(session).await.is_some()
     }
 }
@@ -99,7 +100,10 @@ fn main() {
                 idle_timeout: Duration::from_secs(60),
             },
         }),
-        limit: Arc::new(ConnLimit::new(10_000, metrics.downstream_connections.clone())),
+        limit: Arc::new(ConnLimit::new(
+            10_000,
+            metrics.downstream_connections.clone(),
+        )),
         metrics,
         listeners: vec![(
             port.parse().unwrap_or(0),

@@ -72,10 +72,12 @@ impl Authn {
             port: settings.issuer_port,
         };
         let provider_target = Arc::new(Target {
+            memo: Default::default(),
             component: "oidc-provider".into(),
             upstream_host: format!("{}:{}", settings.issuer_host, settings.issuer_port),
             timeout_secs: Some(30),
             backends: vec![Backend {
+                memo: Default::default(),
                 revision: "oidc-provider".into(),
                 weight: 100,
                 endpoints: vec![endpoint],

@@ -54,6 +54,23 @@ pub struct Listener {
     pub served_ports: Vec<u16>,
 }
 
+/// One client connection as the request path sees it: its listener, and its address formatted
+/// once for `X-Forwarded-For`.
+#[derive(Debug, Clone)]
+pub struct Client {
+    pub listener: Arc<Listener>,
+    pub ip: Option<HeaderValue>,
+}
+
+impl Client {
+    pub fn new(listener: Arc<Listener>, ip: Option<std::net::IpAddr>) -> Self {
+        Client {
+            listener,
+            ip: ip.and_then(|ip| HeaderValue::from_str(&ip.to_string()).ok()),
+        }
+    }
+}
+
 impl Listener {
     fn scheme(&self) -> &'static str {
         if self.tls {
@@ -225,19 +242,19 @@ impl crate::listen::Handler for Gateway {
     fn serve(
         &self,
         session: &mut ServerSession,
-        listener: &Listener,
+        client: &Client,
     ) -> impl std::future::Future<Output = bool> + Send {
-        self.serve_request(session, listener)
+        self.serve_request(session, client)
     }
 }
 
 impl Gateway {
     /// Serves one request whose head `session` has read, start to end. Returns whether the
     /// connection may carry another request.
-    pub async fn serve_request(&self, session: &mut ServerSession, listener: &Listener) -> bool {
+    pub async fn serve_request(&self, session: &mut ServerSession, client: &Client) -> bool {
         let _in_flight = self.drain.enter();
         let mut ctx = Ctx::new();
-        match self.handle(session, listener, &mut ctx).await {
+        match self.handle(session, client, &mut ctx).await {
             Ok(()) => {}
             Err(Failure::Answer(err)) => {
                 ctx.status = err.status();
@@ -261,7 +278,7 @@ impl Gateway {
     async fn handle(
         &self,
         session: &mut ServerSession,
-        listener: &Listener,
+        client: &Client,
         ctx: &mut Ctx,
     ) -> Result<(), Failure> {
         let req = session.req_header();
@@ -286,29 +303,26 @@ impl Gateway {
         };
         // A port this listener does not serve matches no InferenceService (404, after auth,
         // like any unknown host).
-        let host = match routes::request_host(authority, &listener.served_ports) {
-            Ok(h) => Some(h),
-            Err(HostError::PortNotServed(_)) => None,
+        let (host, served) = match routes::request_host(authority, &client.listener.served_ports) {
+            Ok(h) => (h, true),
+            Err(HostError::PortNotServed(_)) => (authority.to_ascii_lowercase(), false),
             Err(e) => return Err(GatewayError::BadHost(e.to_string()).into()),
         };
-        ctx.host = Some(
-            host.clone()
-                .unwrap_or_else(|| authority.to_ascii_lowercase()),
-        );
         if !self.live.is_ready() {
             return Err(GatewayError::NotReady.into());
         }
         // One snapshot of the table and its addresses for the whole request.
         let snapshot = self.live.current.load_full();
-        let route = host
-            .as_deref()
-            .and_then(|h| snapshot.table.lookup(h))
+        let route = served
+            .then(|| snapshot.table.lookup(&host))
+            .flatten()
             .cloned();
+        ctx.host = Some(host);
         ctx.snapshot = Some(snapshot);
 
-        if let (Some(authn), true) = (self.authn.as_deref(), listener.auth) {
+        if let (Some(authn), true) = (self.authn.as_deref(), client.listener.auth) {
             if !self
-                .authenticate(authn, session, listener, ctx, route.as_deref())
+                .authenticate(authn, session, client, ctx, route.as_deref())
                 .await?
             {
                 return Ok(());
@@ -341,7 +355,7 @@ impl Gateway {
             }
             .into());
         }
-        self.forward(session, listener, ctx).await
+        self.forward(session, client, ctx).await
     }
 
     /// Acts on the one auth decision (`auth::decide`): nothing is decided here. `Ok(true)`:
@@ -350,7 +364,7 @@ impl Gateway {
         &self,
         authn: &Authn,
         session: &mut ServerSession,
-        listener: &Listener,
+        client: &Client,
         ctx: &mut Ctx,
         route: Option<&HostRoute>,
     ) -> Result<bool, Failure> {
@@ -363,7 +377,7 @@ impl Gateway {
             isvc: route.map(|r| r.isvc.name.as_str()).unwrap_or(""),
             ready: authn.is_ready(),
         };
-        let tls = listener.tls;
+        let tls = client.listener.tls;
         match authn.decide(&facts, crate::authn::now()).await {
             Decision::Provider => {
                 ctx.target = Some(authn.provider_target.clone());
@@ -463,7 +477,7 @@ impl Gateway {
     async fn forward(
         &self,
         session: &mut ServerSession,
-        listener: &Listener,
+        client: &Client,
         ctx: &mut Ctx,
     ) -> Result<(), Failure> {
         let timeout = ctx.timeout(self.settings.request_timeout);
@@ -481,11 +495,11 @@ impl Gateway {
                 .await
                 .map_err(|_| Failure::Done)?;
         }
-        let (mut up, addr, mut reused) = Box::pin(self.connect_any(ctx)).await?;
+        let (mut up, addr, mut reused) = self.connect_any(ctx).await?;
         let mut replay = Replay::default();
         let mut attempt = 0;
         loop {
-            let head = self.upstream_head(session, listener, ctx, has_body)?;
+            let head = self.upstream_head(session, client, ctx, has_body)?;
             up.read_timeout = Some(timeout);
             up.write_timeout = Some(timeout);
             ctx.upstream_start = Some(Instant::now());
@@ -495,7 +509,13 @@ impl Gateway {
             {
                 Ok(resp) => {
                     ctx.upstream_elapsed = ctx.upstream_start.map(|s| s.elapsed());
-                    return self.respond_from(session, up, addr, resp, ctx).await;
+                    self.respond_from(session, &mut up, resp, ctx).await?;
+                    // Both sides ended cleanly: the connection can carry the next request.
+                    up.respect_keepalive();
+                    if let Some(stream) = up.reuse().await {
+                        upstream::checkin(addr, stream, &self.settings.pool);
+                    }
+                    return Ok(());
                 }
                 Err(Exchange::Failed(e))
                     if attempt == 0 && reused && !replay.overflowed && unseen(&e) =>
@@ -504,7 +524,7 @@ impl Gateway {
                     // request: the same request, once, on a fresh connection.
                     tracing::debug!(error = %e, "pooled upstream connection failed; retrying on a fresh one");
                     attempt += 1;
-                    up = ClientSession::new(
+                    up = client_session(
                         Box::pin(upstream::connect(addr, self.settings.connect_timeout))
                             .await
                             .map_err(|_| self.unreachable(ctx))?,
@@ -522,7 +542,7 @@ impl Gateway {
     fn upstream_head(
         &self,
         session: &ServerSession,
-        listener: &Listener,
+        client: &Client,
         ctx: &Ctx,
         has_body: bool,
     ) -> Result<Box<RequestHeader>, Failure> {
@@ -539,56 +559,56 @@ impl Gateway {
                 None => http::Uri::from_static("/"),
             },
         };
+        // The client's headers, less the hop-by-hop ones, the ones the connection header names
+        // and the ones the gateway sets (one pass finds which of them are there: usually only
+        // `Host`), then the gateway's.
         parts.headers = req.headers.clone();
         let headers = &mut parts.headers;
-        remove_hop_by_hop(headers);
-        headers.remove(http::header::EXPECT);
+        // Room for the gateway's headers up front: growing the map rehashes it.
+        headers.reserve(12);
+        let mut client_xff = None;
+        for (name, value) in req.headers.iter() {
+            if gateway_owned(name) {
+                if name == names::X_FORWARDED_FOR {
+                    client_xff = value.to_str().ok();
+                }
+                headers.remove(name);
+            }
+        }
+        for name in connection_named(&req.headers).unwrap_or_default() {
+            headers.remove(name);
+        }
         if has_body && !headers.contains_key(http::header::CONTENT_LENGTH) {
-            headers.insert(
+            headers.append(
                 http::header::TRANSFER_ENCODING,
                 HeaderValue::from_static("chunked"),
             );
         }
-        let xff = forwarded_for(
-            headers
-                .get(names::X_FORWARDED_FOR)
-                .and_then(|v| v.to_str().ok()),
-            session
-                .client_addr()
-                .and_then(|a| a.as_inet())
-                .map(|a| a.ip()),
-        );
+        let xff = forwarded_for(client_xff, client.ip.as_ref());
         let value = |v: &str| HeaderValue::from_str(v).map_err(|_| GatewayError::Internal);
-        headers.insert(http::header::HOST, value(&target.upstream_host)?);
-        headers.insert(names::X_FORWARDED_HOST, ctx.raw_host.clone());
-        headers.insert(
+        headers.append(http::header::HOST, target.upstream_host_value().clone());
+        headers.append(names::X_FORWARDED_HOST, ctx.raw_host.clone());
+        headers.append(
             names::X_FORWARDED_PROTO,
-            HeaderValue::from_static(listener.scheme()),
+            HeaderValue::from_static(client.listener.scheme()),
         );
-        match xff {
-            Some(xff) => {
-                headers.insert(names::X_FORWARDED_FOR, value(&xff)?);
-            }
-            None => {
-                headers.remove(names::X_FORWARDED_FOR);
-            }
+        if let Some(xff) = xff {
+            headers.append(names::X_FORWARDED_FOR, xff);
         }
-        headers.insert(names::X_REQUEST_ID, ctx.request_id.clone());
+        headers.append(names::X_REQUEST_ID, ctx.request_id.clone());
         if let Some(id) = &ctx.identity {
             let [userid, groups] = &self.identity_headers;
-            headers.insert(userid.clone(), value(&id.user)?);
-            headers.insert(groups.clone(), value(&id.groups.join(","))?);
+            headers.append(userid.clone(), value(&id.user)?);
+            headers.append(groups.clone(), value(&id.groups.join(","))?);
         }
         if let (Some(route), Some(i)) = (&ctx.route, ctx.backend) {
             let backend = &target.backends[i];
-            headers.insert(names::KSERVE_ISVC_NAME, value(&route.isvc.name)?);
-            headers.insert(names::KSERVE_ISVC_NAMESPACE, value(&route.isvc.namespace)?);
+            let (name, namespace) = route.isvc_values();
+            headers.append(names::KSERVE_ISVC_NAME, name.clone());
+            headers.append(names::KSERVE_ISVC_NAMESPACE, namespace.clone());
             if backend.knative {
-                headers.insert(names::KNATIVE_REVISION, value(&backend.revision)?);
-                headers.insert(names::KNATIVE_NAMESPACE, value(&route.isvc.namespace)?);
-            } else {
-                headers.remove(names::KNATIVE_REVISION);
-                headers.remove(names::KNATIVE_NAMESPACE);
+                headers.append(names::KNATIVE_REVISION, backend.revision_value().clone());
+                headers.append(names::KNATIVE_NAMESPACE, namespace.clone());
             }
         }
         Ok(Box::new(RequestHeader::from(parts)))
@@ -596,12 +616,12 @@ impl Gateway {
 
     /// A connection to one backend of the target, drawn by weight: a pooled one when there is
     /// one, else a new one; a backend whose connection is refused (or that has no address) is
-    /// counted and the next one drawn. Boxed by the caller: large and, with a warm pool, mostly
-    /// a lookup.
+    /// counted and the next one drawn. With a warm pool this is a lookup; a new connection is
+    /// made out of line. The session is boxed: moving it would copy half a kilobyte.
     async fn connect_any(
         &self,
         ctx: &mut Ctx,
-    ) -> Result<(ClientSession, SocketAddr, bool), Failure> {
+    ) -> Result<(Box<ClientSession>, SocketAddr, bool), Failure> {
         let (Some(target), Some(snapshot)) = (ctx.target.clone(), ctx.snapshot.clone()) else {
             return Err(GatewayError::Internal.into());
         };
@@ -623,10 +643,11 @@ impl Gateway {
                 continue;
             };
             if let Some(stream) = upstream::checkout(addr, &self.settings.pool) {
-                return Ok((ClientSession::new(stream), addr, true));
+                return Ok((client_session(stream), addr, true));
             }
-            match self.connect(addr, ctx).await {
-                Ok(stream) => return Ok((ClientSession::new(stream), addr, false)),
+            // Connecting is rare with a warm pool and its future is large (TLS): out of line.
+            match Box::pin(self.connect(addr, ctx)).await {
+                Ok(stream) => return Ok((client_session(stream), addr, false)),
                 Err(e) => {
                     self.count_failure(ctx, "connect");
                     // Nothing was sent, so another revision is safe even for a POST.
@@ -707,7 +728,7 @@ impl Gateway {
         head: Box<RequestHeader>,
         has_body: bool,
         replay: &mut Replay,
-    ) -> Result<Box<ResponseHeader>, Exchange> {
+    ) -> Result<http::response::Parts, Exchange> {
         up.write_request_header(head)
             .await
             .map_err(Exchange::Failed)?;
@@ -811,13 +832,13 @@ impl Gateway {
     async fn respond_from(
         &self,
         session: &mut ServerSession,
-        mut up: ClientSession,
-        addr: SocketAddr,
-        mut resp: Box<ResponseHeader>,
+        up: &mut ClientSession,
+        mut resp: http::response::Parts,
         ctx: &mut Ctx,
     ) -> Result<(), Failure> {
-        self.response_headers(&mut resp, ctx);
+        self.response_headers(&mut resp.headers, ctx);
         ctx.status = resp.status.as_u16();
+        let resp = Box::new(ResponseHeader::from(resp));
         if self.drain.is_draining() {
             session.set_keepalive(None);
         }
@@ -868,19 +889,15 @@ impl Gateway {
         if session.finish_body().await.is_err() {
             return Err(Failure::Done);
         }
-        up.respect_keepalive();
-        if let Some(stream) = up.reuse().await {
-            upstream::checkin(addr, stream, &self.settings.pool);
-        }
         Ok(())
     }
 
     /// The response as the client gets it: hop-by-hop headers and any `Set-Cookie` for the
     /// gateway's cookies removed (and counted), the revision and request id added.
-    fn response_headers(&self, resp: &mut ResponseHeader, ctx: &Ctx) {
-        remove_hop_by_hop_response(resp);
+    fn response_headers(&self, headers: &mut http::HeaderMap, ctx: &Ctx) {
+        remove_hop_by_hop_response(headers);
         if let Some(name) = &self.cookie_name {
-            let removed = strip_gateway_set_cookies(resp, name);
+            let removed = strip_gateway_set_cookies(headers, name);
             if removed > 0 {
                 let (ns, isvc) = ctx.route_labels();
                 tracing::warn!(isvc = %ctx.isvc_label(), revision = ctx.revision(), removed, "upstream tried to set the gateway's cookies; removed");
@@ -891,10 +908,13 @@ impl Gateway {
                     .inc_by(removed as u64);
             }
         }
-        if let Ok(v) = HeaderValue::from_str(ctx.revision()) {
-            let _ = resp.insert_header(names::X_MODELGATE_REVISION, v);
+        if let (Some(t), Some(i)) = (&ctx.target, ctx.backend) {
+            headers.insert(
+                names::X_MODELGATE_REVISION,
+                t.backends[i].revision_value().clone(),
+            );
         }
-        let _ = resp.insert_header(names::X_REQUEST_ID, ctx.request_id.clone());
+        headers.insert(names::X_REQUEST_ID, ctx.request_id.clone());
     }
 
     fn log(&self, session: &ServerSession, ctx: &Ctx) {
@@ -902,9 +922,26 @@ impl Gateway {
         let (ns, name) = ctx.route_labels();
         let revision = ctx.revision();
         let m = &self.live.metrics;
-        m.requests
-            .with_label_values(&[ns, name, revision, status_class(ctx.status)])
-            .inc();
+        let class = status_class(ctx.status);
+        match (&ctx.route, &ctx.target, ctx.backend) {
+            // The revision's counters, looked up once per table build.
+            (Some(_), Some(t), Some(i)) => {
+                let counters = t.backends[i].memo.gateway.get_or_init(|| {
+                    Arc::new(crate::metrics::RevisionCounters::new(m, ns, name, revision))
+                });
+                match counters.downcast_ref::<crate::metrics::RevisionCounters>() {
+                    Some(c) => c.count(class),
+                    None => m
+                        .requests
+                        .with_label_values(&[ns, name, revision, class])
+                        .inc(),
+                }
+            }
+            _ => m
+                .requests
+                .with_label_values(&[ns, name, revision, class])
+                .inc(),
+        }
         m.latency.observe(total.as_secs_f64());
         let req = session.req_header();
         tracing::info!(
@@ -921,6 +958,14 @@ impl Gateway {
             error = ctx.error,
         );
     }
+}
+
+/// An HTTP/1 client session on `stream`, boxed (it is large) and without a second map of the
+/// upstream's header-name spellings (they go to the client in lower case).
+fn client_session(stream: Stream) -> Box<ClientSession> {
+    let mut session = Box::new(ClientSession::new(stream));
+    session.set_preserve_header_case(false);
+    session
 }
 
 /// What the upstream exchange before the response head ended with.
@@ -974,21 +1019,18 @@ fn is_framing(e: &Error) -> bool {
 }
 
 /// Reads the upstream's response head, skipping interim 1xx responses (the gateway answered
-/// `Expect` itself, and upgrades are refused).
-async fn read_final_head(up: &mut ClientSession) -> pingora::Result<Box<ResponseHeader>> {
+/// `Expect` itself, and upgrades are refused); a copy of it to edit for the client.
+async fn read_final_head(up: &mut ClientSession) -> pingora::Result<http::response::Parts> {
     loop {
         up.read_response().await?;
         let head = up
             .resp_header()
             .ok_or_else(|| Error::explain(ErrorType::InvalidHTTPHeader, "no response head"))?;
         if !head.status.is_informational() {
-            let mut resp =
-                ResponseHeader::build_no_case(head.status, Some(head.headers.len() + 2))?;
-            resp.set_version(http::Version::HTTP_11);
-            for (name, value) in head.headers.iter() {
-                resp.append_header(name.clone(), value.clone())?;
-            }
-            return Ok(Box::new(resp));
+            let mut parts = http::Response::new(()).into_parts().0;
+            parts.status = head.status;
+            parts.headers = head.headers.clone();
+            return Ok(parts);
         }
     }
 }
@@ -1005,74 +1047,60 @@ mod names {
     pub const KSERVE_ISVC_NAMESPACE: HeaderName = HeaderName::from_static("kserve-isvc-namespace");
     pub const KNATIVE_REVISION: HeaderName = HeaderName::from_static("knative-serving-revision");
     pub const KNATIVE_NAMESPACE: HeaderName = HeaderName::from_static("knative-serving-namespace");
-    pub const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-    pub const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 }
 
-/// RFC 9110 §7.6.1: `Connection` and every header it names, `Keep-Alive`, `Proxy-Connection`,
-/// `TE`, `Upgrade`, `Trailer`, and `Transfer-Encoding` (the upstream request is framed anew)
-/// belong to one hop.
-fn remove_hop_by_hop(headers: &mut http::HeaderMap) {
-    remove_connection_named(headers);
-    for name in [
-        http::header::CONNECTION,
-        names::KEEP_ALIVE,
-        names::PROXY_CONNECTION,
-        http::header::TE,
-        http::header::UPGRADE,
-        http::header::TRAILER,
-        http::header::TRANSFER_ENCODING,
-    ] {
-        headers.remove(name);
-    }
+/// Client headers that never go upstream as sent: the hop-by-hop ones (RFC 9110 §7.6.1:
+/// `Connection`, `Keep-Alive`, `Proxy-Connection`, `TE`, `Upgrade`, `Trailer`,
+/// `Transfer-Encoding`, since the upstream request is framed anew), `Expect` (the gateway
+/// answered it), and the ones the gateway sets itself.
+fn gateway_owned(name: &HeaderName) -> bool {
+    use http::header::*;
+    matches!(
+        *name,
+        CONNECTION | TE | UPGRADE | TRAILER | TRANSFER_ENCODING | EXPECT | HOST
+    ) || matches!(
+        name.as_str(),
+        "keep-alive"
+            | "proxy-connection"
+            | "x-forwarded-host"
+            | "x-forwarded-proto"
+            | "x-forwarded-for"
+            | "x-request-id"
+            | "kserve-isvc-name"
+            | "kserve-isvc-namespace"
+            | "knative-serving-revision"
+            | "knative-serving-namespace"
+    )
 }
 
-/// The same for a response, but `Transfer-Encoding` stays: it tells pingora to frame the
-/// response to the client chunked, as the upstream sent it.
-fn remove_hop_by_hop_response(resp: &mut ResponseHeader) {
-    let headers = &resp.headers;
-    let has_connection = headers.contains_key(http::header::CONNECTION);
-    let has_other = headers.contains_key(names::KEEP_ALIVE)
-        || headers.contains_key(names::PROXY_CONNECTION)
-        || headers.contains_key(http::header::UPGRADE)
-        || headers.contains_key(http::header::TRAILER);
-    if !has_connection && !has_other {
+/// The headers a `Connection` header names (for this hop only), if it names any.
+fn connection_named(headers: &http::HeaderMap) -> Option<Vec<HeaderName>> {
+    let mut values = headers.get_all(http::header::CONNECTION).iter().peekable();
+    values.peek()?;
+    Some(
+        values
+            .flat_map(|v| v.to_str().unwrap_or("").split(','))
+            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .collect(),
+    )
+}
+
+/// The hop-by-hop headers of a response (RFC 9110 §7.6.1), but `Transfer-Encoding`: it tells
+/// pingora to frame the response to the client chunked, as the upstream sent it. One pass to
+/// find out whether there is anything to remove.
+fn remove_hop_by_hop_response(headers: &mut http::HeaderMap) {
+    use http::header::{CONNECTION, TRAILER, UPGRADE};
+    let hop = |n: &HeaderName| {
+        matches!(*n, CONNECTION | UPGRADE | TRAILER)
+            || matches!(n.as_str(), "keep-alive" | "proxy-connection")
+    };
+    if !headers.keys().any(hop) {
         return;
     }
-    let mut doomed: Vec<HeaderName> = Vec::new();
-    for v in headers.get_all(http::header::CONNECTION) {
-        for token in v.to_str().unwrap_or("").split(',') {
-            if let Ok(name) = HeaderName::from_bytes(token.trim().as_bytes()) {
-                if name != http::header::TRANSFER_ENCODING {
-                    doomed.push(name);
-                }
-            }
-        }
-    }
-    doomed.extend([
-        http::header::CONNECTION,
-        names::KEEP_ALIVE,
-        names::PROXY_CONNECTION,
-        http::header::UPGRADE,
-        http::header::TRAILER,
-    ]);
+    let mut doomed: Vec<HeaderName> = connection_named(headers).unwrap_or_default();
+    doomed.retain(|n| *n != http::header::TRANSFER_ENCODING);
+    doomed.extend(headers.keys().filter(|n| hop(n)).cloned());
     for name in doomed {
-        resp.remove_header(&name);
-    }
-}
-
-/// Removes the headers named in `Connection` (they are for this hop only).
-fn remove_connection_named(headers: &mut http::HeaderMap) {
-    if !headers.contains_key(http::header::CONNECTION) {
-        return;
-    }
-    let named: Vec<HeaderName> = headers
-        .get_all(http::header::CONNECTION)
-        .iter()
-        .flat_map(|v| v.to_str().unwrap_or("").split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
         headers.remove(name);
     }
 }
@@ -1130,8 +1158,8 @@ fn strip_gateway_cookies(req: &mut RequestHeader, cookie_name: &str, keep_sessio
 
 /// Removes every `Set-Cookie` of the upstream's response that would set one of the gateway's
 /// cookies; returns how many.
-fn strip_gateway_set_cookies(resp: &mut ResponseHeader, cookie_name: &str) -> usize {
-    let all = resp.headers.get_all(http::header::SET_COOKIE);
+fn strip_gateway_set_cookies(headers: &mut http::HeaderMap, cookie_name: &str) -> usize {
+    let all = headers.get_all(http::header::SET_COOKIE);
     let removed = all
         .iter()
         .filter(|v| auth::session::sets_gateway_cookie(v.as_bytes(), cookie_name))
@@ -1144,9 +1172,9 @@ fn strip_gateway_set_cookies(resp: &mut ResponseHeader, cookie_name: &str) -> us
         .filter(|v| !auth::session::sets_gateway_cookie(v.as_bytes(), cookie_name))
         .cloned()
         .collect();
-    resp.remove_header(&http::header::SET_COOKIE);
+    headers.remove(http::header::SET_COOKIE);
     for v in kept {
-        let _ = resp.append_header(http::header::SET_COOKIE, v);
+        headers.append(http::header::SET_COOKIE, v);
     }
     removed
 }
@@ -1157,4 +1185,67 @@ fn content_length(req: &RequestHeader) -> Option<u64> {
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::Metrics;
+
+    fn gateway() -> Gateway {
+        Gateway {
+            live: Arc::new(Live::new(Metrics::new())),
+            settings: ProxySettings {
+                connect_timeout: Duration::from_secs(1),
+                request_timeout: Duration::from_secs(1),
+                max_body: 1,
+                body_idle_timeout: Duration::from_secs(1),
+                pool: PoolLimits {
+                    idle_per_endpoint: 1,
+                    idle_timeout: Duration::from_secs(1),
+                },
+            },
+            authn: None,
+            identity_headers: [
+                HeaderName::from_static("kubeflow-userid"),
+                HeaderName::from_static("kubeflow-groups"),
+            ],
+            strip: StripList::with_defaults(["kubeflow-userid", "kubeflow-groups"]),
+            underscores: Underscores::Drop,
+            cookie_name: None,
+            forward_credentials: false,
+            drain: Drain::default(),
+        }
+    }
+
+    /// The per-request future is small: its size is what is copied when it starts (about an
+    /// instruction a byte), so large and rare work is boxed out of line. Prints the sizes
+    /// (BENCHMARKS.md quotes them) and keeps them from growing back unnoticed.
+    #[tokio::test]
+    async fn the_request_future_stays_small() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stream = upstream::connect(addr, Duration::from_secs(1))
+            .await
+            .unwrap();
+        let mut session = ServerSession::new_http1(stream);
+        let gw = gateway();
+        let client = Client::new(
+            Arc::new(Listener {
+                auth: false,
+                tls: false,
+                served_ports: vec![80],
+            }),
+            None,
+        );
+        let serve = std::mem::size_of_val(&gw.serve_request(&mut session, &client));
+        let mut ctx = Ctx::new();
+        let forward = std::mem::size_of_val(&gw.forward(&mut session, &client, &mut ctx));
+        println!(
+            "serve_request future: {serve} bytes; forward: {forward} bytes; ClientSession: {} bytes; ServerSession: {} bytes",
+            std::mem::size_of::<ClientSession>(),
+            std::mem::size_of::<ServerSession>()
+        );
+        assert!(serve <= 4096, "serve_request future is {serve} bytes");
+    }
 }

@@ -5,7 +5,7 @@
 //! request then goes to `exchange`.
 
 use crate::errors::{raw_response, GatewayError};
-use crate::exchange::Listener;
+use crate::exchange::{Client, Listener};
 use crate::metrics::{status_class, Metrics};
 use async_trait::async_trait;
 use bytes::BytesMut;
@@ -50,7 +50,7 @@ pub trait Handler: Send + Sync + 'static {
     fn serve(
         &self,
         session: &mut ServerSession,
-        listener: &Listener,
+        client: &Client,
     ) -> impl Future<Output = bool> + Send;
 }
 
@@ -149,10 +149,15 @@ impl<H: Handler> ServerApp for App<H> {
             .find(|(p, _)| Some(*p) == port)
             .or(self.listeners.first())
             .map(|(_, l)| l.clone())?;
+        let ip = stream
+            .get_socket_digest()
+            .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
+        let client = Arc::new(Client::new(listener, ip));
         if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
-            self.serve_h2(stream, listener, shutdown.clone()).await;
+            // Boxed: its future is large, and would make every HTTP/1 connection's as large.
+            Box::pin(self.serve_h2(stream, client, shutdown.clone())).await;
         } else {
-            self.serve_h1(stream, &listener, shutdown.clone()).await;
+            self.serve_h1(stream, &client, shutdown.clone()).await;
         }
         None
     }
@@ -169,7 +174,7 @@ enum NoHead {
 impl<H: Handler> App<H> {
     /// The HTTP/1 keep-alive loop: read a head (under its deadline and limits), let pingora
     /// parse it, serve the request, and again while the connection may be reused.
-    async fn serve_h1(&self, mut stream: Stream, listener: &Listener, mut shutdown: ShutdownWatch) {
+    async fn serve_h1(&self, mut stream: Stream, client: &Client, mut shutdown: ShutdownWatch) {
         let mut buf = BytesMut::new();
         // A new connection: the first byte within the header timeout, then the head within the
         // header timeout from that byte.
@@ -184,7 +189,11 @@ impl<H: Handler> App<H> {
                 Err(NoHead::Closed) => return,
                 Err(NoHead::Refuse(err)) => return self.refuse(stream, &err).await,
             }
-            let mut session = ServerSession::new_http1(stream);
+            let mut h1 = pingora::protocols::http::v1::server::HttpSession::new(stream);
+            // Header names go on in lower case (as Envoy sends them): no second map of the
+            // client's spellings.
+            h1.set_preserve_header_case(false);
+            let mut session = ServerSession::H1(h1);
             session.set_pipelined_prefix(std::mem::take(&mut buf));
             session.set_pipelining_enabled(true);
             match session.read_request().await {
@@ -204,7 +213,7 @@ impl<H: Handler> App<H> {
             session.set_keepalive(Some(self.conn.keepalive_timeout.as_secs().max(1)));
             session.set_read_timeout(Some(self.conn.body_idle_timeout));
             session.set_total_drain_timeout(Some(self.conn.body_idle_timeout));
-            let keep = self.handler.serve(&mut session, listener).await;
+            let keep = self.handler.serve(&mut session, client).await;
             if !keep || *shutdown.borrow() {
                 session.set_keepalive(None);
             }
@@ -309,7 +318,7 @@ impl<H: Handler> App<H> {
     async fn serve_h2(
         self: &Arc<Self>,
         stream: Stream,
-        listener: Arc<Listener>,
+        client: Arc<Client>,
         mut shutdown: ShutdownWatch,
     ) {
         let digest = Arc::new(Digest {
@@ -361,10 +370,10 @@ impl<H: Handler> App<H> {
                         continue;
                     }
                     let app = self.clone();
-                    let listener = listener.clone();
+                    let client = client.clone();
                     let resets = resets.clone();
                     tokio::spawn(async move {
-                        app.serve_h2_stream(ServerSession::new_http2(session), &listener, &resets)
+                        app.serve_h2_stream(ServerSession::new_http2(session), &client, &resets)
                             .await;
                     });
                 }
@@ -374,12 +383,7 @@ impl<H: Handler> App<H> {
 
     /// One HTTP/2 stream. A stream the client has already reset is not served (nothing goes
     /// upstream); a reset within a second of opening counts as premature.
-    async fn serve_h2_stream(
-        &self,
-        mut session: ServerSession,
-        listener: &Listener,
-        resets: &Resets,
-    ) {
+    async fn serve_h2_stream(&self, mut session: ServerSession, client: &Client, resets: &Resets) {
         let opened = Instant::now();
         // Let the connection task read what the client sent with the stream (a RST_STREAM).
         tokio::task::yield_now().await;
@@ -388,7 +392,7 @@ impl<H: Handler> App<H> {
             self.metrics.h2_premature_resets.inc();
             return;
         }
-        self.handler.serve(&mut session, listener).await;
+        self.handler.serve(&mut session, client).await;
         if opened.elapsed() < PREMATURE_WINDOW && was_reset(&mut session) {
             resets.premature();
             self.metrics.h2_premature_resets.inc();

@@ -160,6 +160,29 @@ impl Default for Metrics {
     }
 }
 
+/// One revision's request counters by status class, made once (the label lookup hashes four
+/// strings) and kept with the revision in the route table.
+pub struct RevisionCounters([prometheus::IntCounter; CLASSES.len()]);
+
+/// The classes of `status_class`.
+const CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "none"];
+
+impl RevisionCounters {
+    pub fn new(m: &Metrics, namespace: &str, isvc: &str, revision: &str) -> Self {
+        RevisionCounters(CLASSES.map(|class| {
+            m.requests
+                .with_label_values(&[namespace, isvc, revision, class])
+        }))
+    }
+
+    /// Counts one request of `class` (what `status_class` returns).
+    pub fn count(&self, class: &str) {
+        if let Some(i) = CLASSES.iter().position(|c| *c == class) {
+            self.0[i].inc();
+        }
+    }
+}
+
 /// `2xx`, `4xx`, ... for a status; `0` means no response was sent (client went away).
 pub fn status_class(status: u16) -> &'static str {
     match status {

@@ -114,12 +114,15 @@ pub fn new_request_id() -> HeaderValue {
 
 /// `X-Forwarded-For` for the upstream: the client's chain with the peer appended, as Envoy and
 /// nginx do; the last entry is the one the gateway vouches for.
-pub fn forwarded_for(existing: Option<&str>, peer_ip: Option<std::net::IpAddr>) -> Option<String> {
-    let peer = peer_ip.map(|ip| ip.to_string());
+/// `peer` is the client's address as a header value, made once per connection: with no chain
+/// from the client (the usual case at an edge) it goes on as is.
+pub fn forwarded_for(existing: Option<&str>, peer: Option<&HeaderValue>) -> Option<HeaderValue> {
     match (existing.map(str::trim).filter(|s| !s.is_empty()), peer) {
-        (Some(e), Some(p)) => Some(format!("{e}, {p}")),
-        (Some(e), None) => Some(e.to_string()),
-        (None, p) => p,
+        (Some(e), Some(p)) => {
+            HeaderValue::from_str(&format!("{e}, {}", p.to_str().unwrap_or_default())).ok()
+        }
+        (Some(e), None) => HeaderValue::from_str(e).ok(),
+        (None, p) => p.cloned(),
     }
 }
 
@@ -218,13 +221,15 @@ mod tests {
     /// The peer is appended to the client's chain.
     #[test]
     fn x_forwarded_for() {
-        let ip = Some("10.0.0.1".parse().unwrap());
-        assert_eq!(forwarded_for(None, ip).as_deref(), Some("10.0.0.1"));
+        let ip = HeaderValue::from_static("10.0.0.1");
+        let xff = |e, p| forwarded_for(e, p).map(|v| v.to_str().unwrap().to_owned());
+        assert_eq!(xff(None, Some(&ip)).as_deref(), Some("10.0.0.1"));
         assert_eq!(
-            forwarded_for(Some("1.2.3.4"), ip).as_deref(),
+            xff(Some("1.2.3.4"), Some(&ip)).as_deref(),
             Some("1.2.3.4, 10.0.0.1")
         );
-        assert_eq!(forwarded_for(Some("  "), ip).as_deref(), Some("10.0.0.1"));
-        assert_eq!(forwarded_for(None, None), None);
+        assert_eq!(xff(Some("  "), Some(&ip)).as_deref(), Some("10.0.0.1"));
+        assert_eq!(xff(Some("1.2.3.4"), None).as_deref(), Some("1.2.3.4"));
+        assert_eq!(xff(None, None), None);
     }
 }

@@ -431,6 +431,7 @@ impl Cx<'_> {
         };
         let mut routes = ObjectRoutes::default();
         let main_route = Arc::new(HostRoute {
+            memo: Default::default(),
             isvc: self.isvc.clone(),
             entry: entry.target.clone(),
             explainer: built.get("explainer").map(|b| b.target.clone()),
@@ -466,6 +467,7 @@ impl Cx<'_> {
 
     fn single(&self, target: &Arc<Target>, tags: BTreeMap<String, Arc<Target>>) -> Arc<HostRoute> {
         Arc::new(HostRoute {
+            memo: Default::default(),
             isvc: self.isvc.clone(),
             entry: target.clone(),
             explainer: None,
@@ -577,6 +579,7 @@ impl Cx<'_> {
         }
         let target = |backends: Vec<Backend>| {
             Arc::new(Target {
+                memo: Default::default(),
                 component: c.to_string(),
                 upstream_host: upstream_host.clone(),
                 timeout_secs,
@@ -592,6 +595,7 @@ impl Cx<'_> {
                 },
             );
             let backend = Backend {
+                memo: Default::default(),
                 revision: service.to_string(),
                 weight: 100,
                 endpoints,
@@ -604,6 +608,7 @@ impl Cx<'_> {
             });
         }
         let backend = |cx: &Self, revision: &str, weight: u32| Backend {
+            memo: Default::default(),
             revision: revision.to_string(),
             weight,
             endpoints: cx.endpoints(&[revision, service], cx.revision_endpoint(revision)),
@@ -800,6 +805,7 @@ impl Cx<'_> {
                 let service = format!("{}-{c}-{end}", self.isvc.name);
                 let endpoints = self.endpoints(&[&rev, &service], self.revision_endpoint(&rev));
                 let backend = Backend {
+                    memo: Default::default(),
                     revision: rev,
                     weight,
                     endpoints,
@@ -809,6 +815,7 @@ impl Cx<'_> {
                     own.push((
                         h,
                         Arc::new(Target {
+                            memo: Default::default(),
                             component: c.to_string(),
                             upstream_host: format!("{service}.{ns}.{CLUSTER_SUFFIX}"),
                             timeout_secs: None,
@@ -824,6 +831,7 @@ impl Cx<'_> {
                 }
             }
             let target = Arc::new(Target {
+                memo: Default::default(),
                 component: c.to_string(),
                 upstream_host,
                 timeout_secs: None,
@@ -840,6 +848,7 @@ impl Cx<'_> {
         };
         let mut routes = ObjectRoutes::default();
         let main_route = Arc::new(HostRoute {
+            memo: Default::default(),
             isvc: self.isvc.clone(),
             entry: entry.clone(),
             explainer: built.get("explainer").map(|(t, _)| t.clone()),

@@ -197,14 +197,13 @@ pub fn check_framing(version: Version, headers: &HeaderMap) -> Result<(), HeadEr
 /// The raw request target as sent: no `#` and no `%00` anywhere, query included, and only
 /// visible ASCII. Runs on the bytes because a URI parser drops the fragment without a word.
 pub fn check_target(raw: &[u8]) -> Result<(), HeadError> {
-    if let Some(b) = raw.iter().find(|b| !b.is_ascii_graphic()) {
-        return Err(HeadError::RawByte(*b));
-    }
-    if raw.contains(&b'#') {
-        return Err(HeadError::Fragment);
-    }
-    if raw.windows(3).any(|w| w == b"%00") {
-        return Err(HeadError::EncodedControl);
+    for (i, &b) in raw.iter().enumerate() {
+        match b {
+            b'#' => return Err(HeadError::Fragment),
+            b'%' if raw[i + 1..].starts_with(b"00") => return Err(HeadError::EncodedControl),
+            _ if !b.is_ascii_graphic() => return Err(HeadError::RawByte(b)),
+            _ => {}
+        }
     }
     Ok(())
 }
@@ -254,6 +253,17 @@ pub fn normalize_path(path: &str) -> Result<Cow<'_, str>, HeadError> {
         return Err(HeadError::NotAPath);
     }
     let bytes = path.as_bytes();
+    // What clients send is already normal: one pass to see that nothing needs doing (no
+    // escape, no backslash, no empty or dot segment).
+    let mut prev = 0u8;
+    let plain = bytes.iter().all(|&b| {
+        let ok = b != b'%' && b != b'\\' && !(prev == b'/' && (b == b'/' || b == b'.'));
+        prev = b;
+        ok
+    });
+    if plain {
+        return Ok(Cow::Borrowed(path));
+    }
     if bytes.contains(&b'\\') {
         return Err(HeadError::Backslash);
     }
@@ -396,6 +406,18 @@ impl Default for HeadLimits {
 /// NUL in a value, and the limits. Empty lines before the request line are skipped (RFC 9112
 /// §2.2). Keeps its place between calls, so each byte is looked at once however slowly the
 /// head arrives.
+/// The bytes the scanner has a rule for; everything else is passed over in a tight loop.
+const SPECIAL: [bool; 256] = {
+    let mut t = [false; 256];
+    t[b'\n' as usize] = true;
+    t[b'\r' as usize] = true;
+    t[b' ' as usize] = true;
+    t[b'\t' as usize] = true;
+    t[b':' as usize] = true;
+    t[0] = true;
+    t
+};
+
 #[derive(Debug, Default, Clone)]
 pub struct HeadScanner {
     /// Where the unfinished line starts.
@@ -404,33 +426,69 @@ pub struct HeadScanner {
     pos: usize,
     fields: usize,
     request_line_done: bool,
+    /// In the current field line: the colon has been seen (the name is behind).
+    in_value: bool,
 }
 
 impl HeadScanner {
     /// Scans `buf`, everything received for this head so far (it only grows between calls).
     /// `Some(n)`: the head is the first `n` bytes (blank line included); the rest is body or
-    /// the next request. `None`: not complete yet.
+    /// the next request. `None`: not complete yet. One pass over each byte, on every call only
+    /// over the bytes that are new.
     pub fn scan(&mut self, buf: &[u8], limits: &HeadLimits) -> Result<Option<usize>, HeadError> {
-        while let Some(lf) = buf[self.pos..].iter().position(|b| *b == b'\n') {
-            let end = self.pos + lf;
-            if end == self.line || buf[end - 1] != b'\r' {
-                return Err(HeadError::BareLf);
+        let mut i = self.pos;
+        while i < buf.len() {
+            let b = buf[i];
+            if !SPECIAL[b as usize] {
+                i += 1;
+                continue;
             }
-            let line = &buf[self.line..end - 1];
-            self.check_line(line, limits)?;
-            self.line = end + 1;
-            self.pos = end + 1;
-            if line.is_empty() && self.request_line_done {
-                if end + 1 > limits.head_bytes {
-                    return Err(HeadError::HeadTooLarge(limits.head_bytes));
+            match b {
+                b'\n' => {
+                    if i == self.line || buf[i - 1] != b'\r' {
+                        return Err(HeadError::BareLf);
+                    }
+                    let len = i - 1 - self.line;
+                    if !self.request_line_done {
+                        if len > limits.request_line {
+                            return Err(HeadError::RequestLineTooLong(limits.request_line));
+                        }
+                        // Empty lines before the request line are skipped (RFC 9112 §2.2).
+                        self.request_line_done = len > 0;
+                    } else if len == 0 {
+                        if i + 1 > limits.head_bytes {
+                            return Err(HeadError::HeadTooLarge(limits.head_bytes));
+                        }
+                        self.pos = i + 1;
+                        return Ok(Some(i + 1));
+                    } else {
+                        self.fields += 1;
+                        if self.fields > limits.fields {
+                            return Err(HeadError::TooManyFields(limits.fields));
+                        }
+                    }
+                    self.line = i + 1;
+                    self.in_value = false;
                 }
-                return Ok(Some(end + 1));
+                // A CR counts only as the first half of a line's CRLF.
+                b'\r' if buf.get(i + 1).is_some_and(|n| *n != b'\n') => {
+                    return Err(HeadError::BareCr)
+                }
+                _ if !self.request_line_done => {}
+                b' ' | b'\t' if i == self.line => return Err(HeadError::ObsFold),
+                b' ' | b'\t' if !self.in_value => return Err(HeadError::SpaceBeforeColon),
+                b':' => self.in_value = true,
+                0 if self.in_value => return Err(HeadError::Nul),
+                _ => {}
             }
-            if !line.is_empty() {
-                self.request_line_done = true;
-            }
+            i += 1;
         }
-        self.pos = buf.len();
+        // A CR at the very end waits for what follows it: back up so it is seen again.
+        self.pos = if buf.last() == Some(&b'\r') {
+            buf.len() - 1
+        } else {
+            buf.len()
+        };
         let unfinished = buf.len() - self.line;
         if !self.request_line_done && unfinished > limits.request_line {
             return Err(HeadError::RequestLineTooLong(limits.request_line));
@@ -439,38 +497,6 @@ impl HeadScanner {
             return Err(HeadError::HeadTooLarge(limits.head_bytes));
         }
         Ok(None)
-    }
-
-    fn check_line(&mut self, line: &[u8], limits: &HeadLimits) -> Result<(), HeadError> {
-        if line.contains(&b'\r') {
-            return Err(HeadError::BareCr);
-        }
-        if !self.request_line_done {
-            if line.len() > limits.request_line {
-                return Err(HeadError::RequestLineTooLong(limits.request_line));
-            }
-            return Ok(());
-        }
-        if line.is_empty() {
-            return Ok(());
-        }
-        if matches!(line[0], b' ' | b'\t') {
-            return Err(HeadError::ObsFold);
-        }
-        self.fields += 1;
-        if self.fields > limits.fields {
-            return Err(HeadError::TooManyFields(limits.fields));
-        }
-        // A line without a colon is left to the parser, which refuses it.
-        if let Some(colon) = line.iter().position(|b| *b == b':') {
-            if line[..colon].iter().any(|b| matches!(b, b' ' | b'\t')) {
-                return Err(HeadError::SpaceBeforeColon);
-            }
-            if line[colon..].contains(&0) {
-                return Err(HeadError::Nul);
-            }
-        }
-        Ok(())
     }
 }
 

@@ -1,10 +1,50 @@
 //! The immutable route table a request is served from. Built whole by [`crate::Catalog`], then
 //! swapped in by the gateway; nothing here changes after construction.
 
+use http::HeaderValue;
 use serde::Serialize;
+use std::any::Any;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+
+/// What a request would otherwise derive from a table entry every time, derived once, on first
+/// use: a header value, or (`gateway`) state of the gateway's own (metric handles) that this
+/// crate does not know. Not part of the entry's value: equal and serialised as nothing.
+#[derive(Default, Clone)]
+pub struct Memo {
+    value: OnceLock<HeaderValue>,
+    second: OnceLock<HeaderValue>,
+    pub gateway: OnceLock<Arc<dyn Any + Send + Sync>>,
+}
+
+impl Memo {
+    /// `text` as a header value, computed once. Table strings are validated names and hosts,
+    /// so the fallback (an empty value) is never used in practice.
+    fn value(&self, text: &str) -> &HeaderValue {
+        self.value
+            .get_or_init(|| HeaderValue::from_str(text).unwrap_or(HeaderValue::from_static("")))
+    }
+
+    fn second(&self, text: &str) -> &HeaderValue {
+        self.second
+            .get_or_init(|| HeaderValue::from_str(text).unwrap_or(HeaderValue::from_static("")))
+    }
+}
+
+impl PartialEq for Memo {
+    fn eq(&self, _: &Memo) -> bool {
+        true
+    }
+}
+
+impl Eq for Memo {}
+
+impl fmt::Debug for Memo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Memo")
+    }
+}
 
 /// A `host:port` an upstream listens on. The host may be a DNS name: the gateway resolves names
 /// in the background, never on the request path.
@@ -83,6 +123,15 @@ pub struct Backend {
     /// Knative revisions get `Knative-Serving-Revision` / `-Namespace` headers, as the Knative
     /// activator and queue-proxy expect; RawDeployment Services do not.
     pub knative: bool,
+    #[serde(skip)]
+    pub memo: Memo,
+}
+
+impl Backend {
+    /// The revision as a header value (`Knative-Serving-Revision`, `x-modelgate-revision`).
+    pub fn revision_value(&self) -> &HeaderValue {
+        self.memo.value(&self.revision)
+    }
 }
 
 /// A component (predictor, transformer or explainer) and how its traffic splits.
@@ -94,9 +143,16 @@ pub struct Target {
     /// `spec.<component>.timeout` in seconds; `None` means the gateway's default.
     pub timeout_secs: Option<u64>,
     pub backends: Vec<Backend>,
+    #[serde(skip)]
+    pub memo: Memo,
 }
 
 impl Target {
+    /// `upstream_host` as a header value.
+    pub fn upstream_host_value(&self) -> &HeaderValue {
+        self.memo.value(&self.upstream_host)
+    }
+
     pub fn total_weight(&self) -> u32 {
         self.backends.iter().map(|b| b.weight).sum()
     }
@@ -142,9 +198,20 @@ pub struct HostRoute {
     /// `Knative-Serving-Tag: {tag}` on this host sends all traffic to that tag's revision.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub tags: BTreeMap<String, Arc<Target>>,
+    #[serde(skip)]
+    pub memo: Memo,
 }
 
 impl HostRoute {
+    /// The InferenceService's name and namespace as header values (`KServe-Isvc-Name`,
+    /// `KServe-Isvc-Namespace`).
+    pub fn isvc_values(&self) -> (&HeaderValue, &HeaderValue) {
+        (
+            self.memo.value(&self.isvc.name),
+            self.memo.second(&self.isvc.namespace),
+        )
+    }
+
     /// Chooses the component for a request: an explain call goes to the explainer, a known tag
     /// header pins the tagged revision, anything else takes the entry component's split (an
     /// unknown tag is ignored, as Knative does).
@@ -252,6 +319,7 @@ mod tests {
 
     fn backend(revision: &str, weight: u32) -> Backend {
         Backend {
+            memo: Default::default(),
             revision: revision.into(),
             weight,
             endpoints: vec![],
@@ -261,6 +329,7 @@ mod tests {
 
     fn target(backends: Vec<Backend>) -> Target {
         Target {
+            memo: Default::default(),
             component: "predictor".into(),
             upstream_host: "m-predictor.ns.svc.cluster.local".into(),
             timeout_secs: None,
@@ -302,11 +371,13 @@ mod tests {
     fn target_selection() {
         let entry = Arc::new(target(vec![backend("entry", 100)]));
         let explainer = Arc::new(Target {
+            memo: Default::default(),
             component: "explainer".into(),
             ..target(vec![backend("expl", 100)])
         });
         let tagged = Arc::new(target(vec![backend("old", 100)]));
         let route = HostRoute {
+            memo: Default::default(),
             isvc: IsvcRef {
                 namespace: "ns".into(),
                 name: "m".into(),
