@@ -9,7 +9,7 @@
 //! the request fail before any response byte, and the caller retries it once on a fresh
 //! connection (the request was not seen).
 
-use pingora::protocols::l4::stream::Stream as L4Stream;
+use pingora::protocols::l4::stream::{L4BufferSettings, Stream as L4Stream};
 use pingora::protocols::Stream;
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -18,6 +18,9 @@ use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 use tokio::io::ReadBuf;
+
+/// The write buffer of an upstream connection: a request head and a small body in one write.
+const UPSTREAM_WRITE_BUFFER: usize = 16 * 1024;
 
 /// How many idle connections a worker keeps per endpoint, and for how long.
 #[derive(Debug, Clone, Copy)]
@@ -106,7 +109,12 @@ pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<Stream, Conn
     };
     // Small requests and responses must not wait for Nagle.
     let _ = tcp.set_nodelay(true);
-    Ok(Box::new(L4Stream::from(tcp)))
+    let mut stream = L4Stream::from(tcp);
+    // A write buffer, so that a request head leaves in one segment with its body (or the
+    // body's first 16 KiB) rather than in a write of its own (vendor patch 0003). No read
+    // buffer: the HTTP/1 session reads into its own.
+    stream.set_buffer(L4BufferSettings::new(0, UPSTREAM_WRITE_BUFFER));
+    Ok(Box::new(stream))
 }
 
 #[cfg(test)]

@@ -625,7 +625,11 @@ impl Stream {
 
     /// Set the read and write buffer sizes
     /// It is only set later because of the malloc overhead in critical accept() path
-    pub(crate) fn set_buffer(&mut self, buffer: L4BufferSettings) {
+    ///
+    /// Public so that an application that connects its own upstream streams can give them a
+    /// write buffer: with one, an HTTP/1 request head leaves in the same write as the start of
+    /// its body (see `v1::client::HttpSession::write_request_header`).
+    pub fn set_buffer(&mut self, buffer: L4BufferSettings) {
         use std::mem;
         // Since the buffers can't be resized in place,
         // we take the raw stream out of them and put it in new buffers with the size we want

@@ -155,10 +155,15 @@ impl HttpSession {
             _ => Error::because(WriteError, "while writing request headers", e),
         })?;
 
-        self.underlying_stream
-            .flush()
-            .await
-            .or_err(WriteError, "flushing request header")?;
+        // Like the server's response header, the head waits in the stream's write buffer (if
+        // it has one) for the body's first write, so the two leave in one segment. It is
+        // flushed now when no body follows, or when the peer is asked for 100 Continue first.
+        if self.body_writer.finished() || expects_continue(&req) {
+            self.underlying_stream
+                .flush()
+                .await
+                .or_err(WriteError, "flushing request header")?;
+        }
 
         // write was successful
         self.request_written = Some(req);
@@ -897,6 +902,13 @@ impl HttpSession {
     }
 }
 
+/// Whether the request asks the server for `100 Continue` before it sends its body.
+fn expects_continue(req: &RequestHeader) -> bool {
+    req.headers
+        .get(header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
+}
+
 #[inline]
 fn parse_resp_buffer<'buf>(
     resp: &mut httparse::Response<'_, 'buf>,
@@ -979,6 +991,108 @@ mod tests_stream {
 
     fn init_log() {
         let _ = env_logger::builder().is_test(true).try_init();
+    }
+
+    /// A socket that keeps each write it is given apart, to tell one segment from two.
+    #[derive(Debug, Default)]
+    struct WriteLog(std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>);
+
+    impl tokio::io::AsyncRead for WriteLog {
+        fn poll_read(
+            self: std::pin::Pin<&mut Self>,
+            _cx: &mut std::task::Context<'_>,
+            _buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    impl tokio::io::AsyncWrite for WriteLog {
+        fn poll_write(
+            self: std::pin::Pin<&mut Self>,
+            _cx: &mut std::task::Context<'_>,
+            buf: &[u8],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            self.0.lock().unwrap().push(buf.to_vec());
+            std::task::Poll::Ready(Ok(buf.len()))
+        }
+
+        fn poll_flush(
+            self: std::pin::Pin<&mut Self>,
+            _cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(
+            self: std::pin::Pin<&mut Self>,
+            _cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    impl crate::protocols::l4::virt::VirtualSocket for WriteLog {
+        fn set_socket_option(
+            &self,
+            _opt: crate::protocols::l4::virt::VirtualSockOpt,
+        ) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// A session over a stream with a write buffer, and the writes that reach the socket.
+    fn write_logged() -> (HttpSession, std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>) {
+        use crate::protocols::l4::{
+            stream::{L4BufferSettings, Stream},
+            virt::VirtualSocketStream,
+        };
+        let log = WriteLog::default();
+        let writes = log.0.clone();
+        let mut stream = Stream::from(VirtualSocketStream::new(Box::new(log)));
+        stream.set_buffer(L4BufferSettings::new(0, 16 * 1024));
+        (HttpSession::new(Box::new(stream)), writes)
+    }
+
+    fn post(extra: &[(&str, &str)]) -> Box<RequestHeader> {
+        let mut req = RequestHeader::build("POST", b"/", None).unwrap();
+        req.insert_header("Content-Length", "5").unwrap();
+        for (name, value) in extra {
+            req.insert_header(name.to_string(), *value).unwrap();
+        }
+        Box::new(req)
+    }
+
+    #[tokio::test]
+    async fn request_head_leaves_with_its_body() {
+        init_log();
+        let (mut http, writes) = write_logged();
+        http.write_request_header(post(&[])).await.unwrap();
+        assert!(writes.lock().unwrap().is_empty(), "the head waits for the body");
+        http.write_body(b"hello").await.unwrap();
+        let writes = writes.lock().unwrap();
+        assert_eq!(writes.len(), 1, "head and body in one write");
+        assert!(writes[0].starts_with(b"POST / HTTP/1.1\r\n"));
+        assert!(writes[0].ends_with(b"\r\n\r\nhello"));
+    }
+
+    #[tokio::test]
+    async fn request_head_without_body_is_flushed() {
+        init_log();
+        let (mut http, writes) = write_logged();
+        let req = RequestHeader::build("GET", b"/", None).unwrap();
+        http.write_request_header(Box::new(req)).await.unwrap();
+        assert_eq!(writes.lock().unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn request_head_expecting_continue_is_flushed() {
+        init_log();
+        let (mut http, writes) = write_logged();
+        http.write_request_header(post(&[("Expect", "100-continue")]))
+            .await
+            .unwrap();
+        assert_eq!(writes.lock().unwrap().len(), 1, "sent before any body");
     }
 
     #[tokio::test]
