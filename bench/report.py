@@ -20,13 +20,14 @@ import sys
 # The goals: targets for later work, reported, never asserted.
 GOAL_CPU_RATIO = 1.0
 GOAL_CPU_RATIO_AUTH = 1.15
-GOAL_RSS_MIB = 32
+GOAL_RSS_MIB = 24
 GOAL_CANARY = (19.0, 21.0)
+GOAL_IR_GET = 45_000
 GOAL_BUILD_MS = 200
 
 PROXY_TARGETS = ["nginx", "haproxy", "pingora", "floor", "modelgate", "modelgate-auth"]
 ORDER = ["direct", "nginx", "haproxy", "pingora", "floor", "modelgate", "modelgate-auth"]
-SCENARIOS = ["get", "post", "jwt-get", "jwt-post", "cookie-get", "cookie-post"]
+SCENARIOS = ["get", "post", "large", "jwt-get", "jwt-post", "cookie-get", "cookie-post"]
 
 
 def body(args):
@@ -163,6 +164,7 @@ def record(args):
         "canary_pct": 100 * b / (a + b) if splits and a + b else None,
         "canary_pct_rate": 100 * ob / (oa + ob) if splits and oa + ob else None,
         "upstream_requests": a + b,
+        "body_bytes": args.body_bytes,
     }
     if o:
         out.update(
@@ -291,6 +293,7 @@ def report(args):
                 "canary_pct": median(r.get("canary_pct") for r in rs),
                 "canary_pct_rate": median(r.get("canary_pct_rate") for r in rs),
                 "upstream_cpu_us": median(r.get("upstream_cpu_us_per_req") for r in rs),
+                "body_mib": (rs[0].get("body_bytes") or 0) / 2**20,
             }
             rows.append(row)
 
@@ -324,6 +327,22 @@ def report(args):
             continue
         p(f"| {r['target']} | {r['scenario']} | {fmt(r['rate_cpu_us'], 2)} | {fmt(r['rate_cpu_ratio'], 2)} | {fmt(r['upstream_cpu_us'], 2)} |")
     p("")
+
+    large = [r for r in rows if r["scenario"] == "large" and r["body_mib"]]
+    if large:
+        p("### Large payloads (a POST of the body below, echoed back; medians over rounds)\n")
+        p(f"Body {large[0]['body_mib']:.2f} MiB each way. MiB/s counts request bodies (as much "
+          "again comes back); CPU per MiB is the proxy's CPU per request divided by the body size. "
+          "The latency columns are at the fixed `LARGE_RATE`.\n")
+        p("| target | MiB/s | ×nginx | CPU ms/MiB | ×nginx | p50 ms | p99 ms | ×nginx | peak RSS MiB | errors |")
+        p("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for r in large:
+            mibs = r["rps"] * r["body_mib"] if r["rps"] is not None else None
+            cpu = r["cpu_us"] / 1000 / r["body_mib"] if r["cpu_us"] is not None else None
+            p(f"| {r['target']} | {fmt(mibs, 0)} | {fmt(r['rps_ratio'], 2)} | {fmt(cpu, 3)} | "
+              f"{fmt(r['cpu_ratio'], 2)} | {fmt(r['p50_ms'], 3)} | {fmt(r['p99_ms'], 3)} | "
+              f"{fmt(r['p99_ratio'], 2)} | {fmt(r['rss_mib'])} | {r['errors']} |")
+        p("")
 
     scale_rows = [r for r in rows if r["target"].startswith("scale")]
     oneshot = [s for s in scale if s.get("kind") == "table_oneshot"]
@@ -388,6 +407,9 @@ def report(args):
         if r:
             c = r["cpu_ratio"]
             goal(f"CPU/req ≤ 1.15 × nginx ({s})", fmt(c, 2), None if c is None else c <= GOAL_CPU_RATIO_AUTH)
+    r = idx.get(("modelgate", "large"))
+    if r:
+        goal("CPU per MiB × nginx (large; reported, no goal set)", fmt(r["cpu_ratio"], 2), None)
     for t in ("modelgate", "modelgate-auth"):
         for s in SCENARIOS:
             r = idx.get((t, s))
@@ -402,9 +424,16 @@ def report(args):
             lo, hi = min(shares), max(shares)
             goal("canary share 20 ± 1 % (every modelgate scenario, median)", f"{lo:.2f}–{hi:.2f} %",
                  GOAL_CANARY[0] <= lo and hi <= GOAL_CANARY[1])
-        rss = max((r["rss_mib"] for r in mg if not r["target"].startswith("scale")), default=None)
+        # The 1 MiB bodies are reported in their own table, not held to the small-request bound.
+        rss = max((r["rss_mib"] for r in mg
+                   if not r["target"].startswith("scale") and r["scenario"] != "large"), default=None)
         if rss is not None:
-                goal("peak RSS < 32 MiB at 64 connections", f"{rss:.1f} MiB", rss < GOAL_RSS_MIB)
+            goal(f"peak RSS < {GOAL_RSS_MIB} MiB at 64 connections", f"{rss:.1f} MiB", rss < GOAL_RSS_MIB)
+        cg = {c["target"]: c["ir_per_req"] for c in load_jsonl(os.path.join(d, "callgrind.jsonl"))
+              if c["scenario"] == "get"}
+        if cg.get("modelgate"):
+            goal(f"instructions per GET ≤ {GOAL_IR_GET // 1000}k (callgrind)",
+                 fmt(cg["modelgate"], 0), cg["modelgate"] <= GOAL_IR_GET)
     for s in oneshot:
         goal("table build for 10,000 InferenceServices < 200 ms (cold, 12 MB of YAML parsed)",
              f"{s['first_build_ms']:.0f} ms", s["first_build_ms"] < GOAL_BUILD_MS)
@@ -449,6 +478,7 @@ def main():
     r.add_argument("--split-oha", type=int, nargs=2, required=True)
     r.add_argument("--peak-rss-kib", type=int, required=True)
     r.add_argument("--has-proxy", type=int, required=True)
+    r.add_argument("--body-bytes", type=int, default=0)
     c = sub.add_parser("record-callgrind")
     c.add_argument("--target", required=True)
     c.add_argument("--scenario", required=True)

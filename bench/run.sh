@@ -6,7 +6,8 @@
 # Run from anywhere (installs nginx, haproxy, wrk with apt and oha with cargo when missing):
 #   bench/run.sh
 # Knobs (environment): ROUNDS=3 DURATION=10 (s per wrk run) RATE=2000 (req/s for the latency
-#   runs) RATE_DURATION=10 CONNECTIONS=64
+#   runs) RATE_DURATION=10 CONNECTIONS=64 LARGE=1 (the 1 MiB POST scenario; 0 skips it)
+#   LARGE_BYTES=1048576 LARGE_RATE=100 (req/s for its latency runs)
 #   TARGETS="direct nginx haproxy pingora floor modelgate modelgate-auth" (pingora:
 #   bench/pingora-floor, pingora-proxy with no hooks: the old engine's floor; floor:
 #   gateway/examples/loop_floor.rs, modelgate's own loop with no routing: the new engine's floor)
@@ -25,6 +26,9 @@ DURATION=${DURATION:-10}
 RATE=${RATE:-2000}
 RATE_DURATION=${RATE_DURATION:-10}
 CONNECTIONS=${CONNECTIONS:-64}
+LARGE=${LARGE:-1}
+LARGE_BYTES=${LARGE_BYTES:-1048576}
+LARGE_RATE=${LARGE_RATE:-100}
 TARGETS=${TARGETS:-"direct nginx haproxy pingora floor modelgate modelgate-auth"}
 SCALE=${SCALE:-1}
 SCALE_ISVCS=${SCALE_ISVCS:-10000}
@@ -39,6 +43,9 @@ PROXY_CPU=${PROXY_CPU:-1}
 LOAD_CPU=${LOAD_CPU:-0}
 HOST=bench-model.bench.example.com
 PREDICT_PATH=/v1/models/bench-model:predict
+# The large-payload scenario's path (KServe's v2 protocol, where tensors go): nginx streams it
+# (no request or response buffering), as modelgate and HAProxy do.
+INFER_PATH=/v2/models/bench-model/infer
 CLK_TCK=$(getconf CLK_TCK)
 
 log() { printf '%s %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
@@ -179,9 +186,12 @@ measure() {
     local target=$1 scenario=$2 port=$3 method=$4; shift 4
     local headers=("$@") wrk_h=() oha_h=() h
     for h in "${headers[@]}"; do wrk_h+=(-H "$h"); oha_h+=(-H "$h"); done
+    # The large scenario: a LARGE_BYTES body on the v2 path, at LARGE_RATE for the latency run.
+    local body=$BODY_FILE path=$PREDICT_PATH rate=$RATE
+    if [[ $scenario == large ]]; then body=$LARGE_BODY_FILE path=$INFER_PATH rate=$LARGE_RATE; fi
     local body_args=()
-    [[ $method == POST ]] && body_args=(-m POST -D "$BODY_FILE" -T application/json)
-    local url="http://127.0.0.1:$port$PREDICT_PATH"
+    [[ $method == POST ]] && body_args=(-m POST -D "$body" -T application/json)
+    local url="http://127.0.0.1:$port$path"
     local tag="r${ROUND}-${target}-${scenario}"
     local -a pids
     read -r -a pids <<<"$TARGET_PIDS"
@@ -190,7 +200,7 @@ measure() {
     local c0a c0b c1a c1b u0 t0 u1 t1
     read -r c0a c0b <<<"$(counts)"
     t0=$(cpu_ticks "${pids[@]}"); u0=$(cpu_ticks "$UPSTREAM_PID")
-    METHOD=$method BODY_FILE=$BODY_FILE taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNECTIONS" \
+    METHOD=$method BODY_FILE=$body taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNECTIONS" \
         -d"${DURATION}s" --timeout 5s -s "$BENCH_DIR/wrk.lua" "${wrk_h[@]}" "$url" \
         >"$RAW/$tag.wrk.txt" 2>&1 || log "wrk exited non-zero ($tag)"
     t1=$(cpu_ticks "${pids[@]}"); u1=$(cpu_ticks "$UPSTREAM_PID")
@@ -200,7 +210,7 @@ measure() {
     local r0 r1 ra rb rc rd
     read -r ra rb <<<"$(counts)"
     r0=$(cpu_ticks "${pids[@]}")
-    taskset -c "$LOAD_CPU" oha -z "${RATE_DURATION}s" -q "$RATE" -c "$CONNECTIONS" \
+    taskset -c "$LOAD_CPU" oha -z "${RATE_DURATION}s" -q "$rate" -c "$CONNECTIONS" \
         --latency-correction --no-tui --output-format json "${body_args[@]}" "${oha_h[@]}" \
         "$url" >"$RAW/$tag.oha.json" 2>"$RAW/$tag.oha.err" || log "oha exited non-zero ($tag)"
     r1=$(cpu_ticks "${pids[@]}")
@@ -215,7 +225,7 @@ measure() {
         --rate-proxy-ticks "$((r1 - r0))" --clk-tck "$CLK_TCK" \
         --split-wrk "$((c1a - c0a))" "$((c1b - c0b))" \
         --split-oha "$((rc - ra))" "$((rd - rb))" \
-        --peak-rss-kib "$rss" --has-proxy "$([[ $target == direct ]] && echo 0 || echo 1)" \
+        --peak-rss-kib "$rss" --body-bytes "$(stat -c %s "$body")" --has-proxy "$([[ $target == direct ]] && echo 0 || echo 1)" \
         >>"$RESULTS/runs.jsonl"
     log "  $(tail -1 "$RESULTS/runs.jsonl" | python3 "$BENCH_DIR/report.py" brief)"
 }
@@ -341,6 +351,7 @@ run_target() {
         warm "$port" "Host: $HOST"
         measure "$target" get "$port" GET "Host: $HOST"
         measure "$target" post "$port" POST "Host: $HOST"
+        if [[ $LARGE == 1 ]]; then measure "$target" large "$port" POST "Host: $HOST"; fi
     fi
     if [[ $target != direct ]]; then stop "$TARGET_PID"; fi
 }
@@ -460,6 +471,8 @@ main() {
     sed "s/@VERSION@/1/" "$BENCH_DIR/isvc/bench-model.yaml" >"$RUN/isvc/bench-model.yaml"
     BODY_FILE=$RUN/body.json
     python3 "$BENCH_DIR/report.py" body --bytes 1024 >"$BODY_FILE"
+    LARGE_BODY_FILE=$RUN/large.json
+    python3 "$BENCH_DIR/report.py" body --bytes "$LARGE_BYTES" >"$LARGE_BODY_FILE"
 
     read -r PROXY_PORT ADMIN_PORT <<<"$("$UPSTREAM" free-ports 2)"
     taskset -c "$LOAD_CPU" "$UPSTREAM" serve >"$RUN/upstream.out" 2>&1 &
@@ -479,7 +492,7 @@ main() {
         echo "wrk: $(wrk -v 2>&1 | head -1 | awk '{print $2}')"
         echo "oha: $(oha --version | awk '{print $2}')"
         echo "rustc: $(rustc --version | awk '{print $2}')"
-        echo "settings: ROUNDS=$ROUNDS DURATION=${DURATION}s RATE=$RATE/s RATE_DURATION=${RATE_DURATION}s CONNECTIONS=$CONNECTIONS PROXY_CPU=$PROXY_CPU LOAD_CPU=$LOAD_CPU"
+        echo "settings: ROUNDS=$ROUNDS DURATION=${DURATION}s RATE=$RATE/s RATE_DURATION=${RATE_DURATION}s CONNECTIONS=$CONNECTIONS LARGE=$LARGE LARGE_BYTES=$LARGE_BYTES LARGE_RATE=$LARGE_RATE/s PROXY_CPU=$PROXY_CPU LOAD_CPU=$LOAD_CPU"
     } >"$RESULTS/machine.txt"
     machine_state >"$RESULTS/state-start.txt"
     log "results in $RESULTS; upstream ports $PORT_A $PORT_B, proxy port $PROXY_PORT"
