@@ -128,10 +128,6 @@ impl HttpSession {
     /// After the request header is sent. The caller can either start reading the response or
     /// sending request body if any.
     pub async fn write_request_header(&mut self, req: Box<RequestHeader>) -> Result<usize> {
-        // TODO: make sure this can only be called once
-        // init body writer
-        self.init_req_body_writer(&req);
-
         let to_wire = http_req_header_to_wire(&req).ok_or_else(|| {
             Error::explain(
                 InvalidHTTPHeader,
@@ -139,8 +135,28 @@ impl HttpSession {
             )
         })?;
         trace!("Writing request header: {to_wire:?}");
+        self.write_request_header_wire(req, &to_wire).await
+    }
 
-        let write_fut = self.underlying_stream.write_all(to_wire.as_ref());
+    /// Write a request head that the caller has serialised itself: `wire` is the request line,
+    /// the header lines and the blank line, exactly as they are to go out. This is for a proxy
+    /// that writes the upstream head straight from the downstream one (dropping some lines,
+    /// adding its own) instead of building a second header map to serialise.
+    ///
+    /// `req` is what the session goes by afterwards: the body framing (its `Content-Length` or
+    /// `Transfer-Encoding`), `Expect`, and the method (a response to `HEAD` has no body). It
+    /// must describe `wire`; nothing checks that it does, and nothing checks `wire` itself: the
+    /// caller vouches that it is a well-formed head.
+    pub async fn write_request_header_wire(
+        &mut self,
+        req: Box<RequestHeader>,
+        wire: &[u8],
+    ) -> Result<usize> {
+        // TODO: make sure this can only be called once
+        // init body writer
+        self.init_req_body_writer(&req);
+
+        let write_fut = self.underlying_stream.write_all(wire);
         match self.write_timeout {
             Some(t) => match timeout(t, write_fut).await {
                 Ok(res) => res,
@@ -167,7 +183,7 @@ impl HttpSession {
 
         // write was successful
         self.request_written = Some(req);
-        Ok(to_wire.len())
+        Ok(wire.len())
     }
 
     async fn do_write_body(&mut self, buf: &[u8]) -> Result<Option<usize>> {
@@ -187,13 +203,23 @@ impl HttpSession {
     /// Content-Length or the last chunk is already sent
     pub async fn write_body(&mut self, buf: &[u8]) -> Result<Option<usize>> {
         // TODO: verify that request header is sent already
-        match self.write_timeout {
+        let written = match self.write_timeout {
             Some(t) => match timeout(t, self.do_write_body(buf)).await {
                 Ok(res) => res,
                 Err(_) => Error::e_explain(WriteTimedout, format!("writing body, timeout: {t:?}")),
             },
             None => self.do_write_body(buf).await,
+        };
+        // Only the head waits in the write buffer (for the body's first write): a request
+        // body leaves as it is written, also a piece of a `Content-Length` body, which the
+        // body writer keeps buffered until the body is complete.
+        if matches!(written, Ok(Some(_))) {
+            self.underlying_stream
+                .flush()
+                .await
+                .or_err(WriteError, "flushing body")?;
         }
+        written
     }
 
     fn maybe_force_close_body_reader(&mut self) {
@@ -1074,6 +1100,34 @@ mod tests_stream {
         assert_eq!(writes.len(), 1, "head and body in one write");
         assert!(writes[0].starts_with(b"POST / HTTP/1.1\r\n"));
         assert!(writes[0].ends_with(b"\r\n\r\nhello"));
+    }
+
+    #[tokio::test]
+    async fn request_body_pieces_are_not_held() {
+        init_log();
+        let (mut http, writes) = write_logged();
+        http.write_request_header(post(&[])).await.unwrap();
+        http.write_body(b"hel").await.unwrap();
+        assert_eq!(writes.lock().unwrap().len(), 1, "head and the first piece");
+        http.write_body(b"lo").await.unwrap();
+        assert_eq!(writes.lock().unwrap().len(), 2, "the second piece at once");
+    }
+
+    #[tokio::test]
+    async fn request_head_as_serialised_by_the_caller() {
+        init_log();
+        let (mut http, writes) = write_logged();
+        let wire = b"POST /x HTTP/1.1\r\nHost: a\r\nX-Mine: 1\r\nContent-Length: 5\r\n\r\n";
+        let n = http
+            .write_request_header_wire(post(&[]), wire)
+            .await
+            .unwrap();
+        assert_eq!(n, wire.len());
+        http.write_body(b"hello").await.unwrap();
+        let writes = writes.lock().unwrap();
+        assert_eq!(writes.len(), 1);
+        assert_eq!(&writes[0][..wire.len()], wire, "the head exactly as given");
+        assert_eq!(&writes[0][wire.len()..], b"hello", "framed by `req`'s Content-Length");
     }
 
     #[tokio::test]
