@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 const IRIS: &str = "sklearn-iris.kserve-test.example.com";
 
-async fn tls_gateway(up: &Upstream, ca: &Ca) -> (Gateway, u16) {
+/// The gateway with a TLS listener (HTTP/2 by ALPN); `more` is top-level configuration.
+async fn tls_gateway(up: &Upstream, ca: &Ca, more: &str) -> (Gateway, u16) {
     let (pem, key, _) = ca.leaf(&[IRIS]);
     let tls_port = crate::support::free_port();
     let gw = Gateway::start(
@@ -29,7 +30,7 @@ async fn tls_gateway(up: &Upstream, ca: &Ca) -> (Gateway, u16) {
                 vec![format!("\"{}\"", up.endpoint())],
             )],
             extra: format!(
-                "  - address: \"127.0.0.1:{tls_port}\"\n    tls:\n      certificates:\n        - {{cert: iris.crt, key: iris.key}}\n"
+                "  - address: \"127.0.0.1:{tls_port}\"\n    tls:\n      certificates:\n        - {{cert: iris.crt, key: iris.key}}\n{more}"
             ),
             files: vec![("iris.crt".into(), pem), ("iris.key".into(), key)],
             extra_listeners: true,
@@ -46,7 +47,7 @@ async fn tls_gateway(up: &Upstream, ca: &Ca) -> (Gateway, u16) {
 async fn streams_over_the_limit_are_refused() {
     let ca = Ca::new();
     let up = Upstream::start("iris").await;
-    let (gw, port) = tls_gateway(&up, &ca).await;
+    let (gw, port) = tls_gateway(&up, &ca, "").await;
     let mut h2 = H2::connect(port, &ca.pem, IRIS).await;
     // Let the SETTINGS exchange finish first.
     while let Some(f) = h2.next(Duration::from_millis(300)).await {
@@ -93,7 +94,7 @@ async fn rapid_reset_closes_the_connection() {
     const STREAMS: u32 = 2000;
     let ca = Ca::new();
     let up = Upstream::start("iris").await;
-    let (gw, port) = tls_gateway(&up, &ca).await;
+    let (gw, port) = tls_gateway(&up, &ca, "").await;
     let mut h2 = H2::connect(port, &ca.pem, IRIS).await;
     while let Some(f) = h2.next(Duration::from_millis(300)).await {
         let _ = f;
@@ -163,7 +164,7 @@ async fn rapid_reset_closes_the_connection() {
 async fn premature_resets_close_the_connection() {
     let ca = Ca::new();
     let up = Upstream::start("iris").await;
-    let (gw, port) = tls_gateway(&up, &ca).await;
+    let (gw, port) = tls_gateway(&up, &ca, "").await;
     let mut h2 = H2::connect(port, &ca.pem, IRIS).await;
     while let Some(f) = h2.next(Duration::from_millis(300)).await {
         let _ = f;
@@ -221,4 +222,55 @@ async fn premature_resets_close_the_connection() {
         metric(&m, "modelgate_h2_premature_resets_total") >= 50.0,
         "{m}"
     );
+}
+
+/// An HTTP/2 request body that stalls longer than `body_idle_timeout` is answered 408 (pingora's
+/// HTTP/2 session has no read timeout: this one is the gateway's), and the upstream's copy of
+/// the request is cut off where the body stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_bodies_are_aborted() {
+    let ca = Ca::new();
+    let up = Upstream::start("iris").await;
+    let (gw, port) = tls_gateway(&up, &ca, "downstream: {body_idle_timeout: 1s}\n").await;
+    let mut h2 = H2::connect(port, &ca.pem, IRIS).await;
+    let mut frames = H2::request(
+        1,
+        "POST",
+        IRIS,
+        "/v1/models/sklearn-iris:predict",
+        &[("content-length", "10")],
+        false,
+    );
+    frames.extend(H2::data(1, b"hello", false));
+    assert!(h2.send(&frames).await);
+    let t = Instant::now();
+    let answered = loop {
+        match h2.next(Duration::from_secs(5)).await {
+            Some(Frame {
+                ty: HEADERS,
+                stream: 1,
+                ..
+            }) => break true,
+            Some(_) => {}
+            None => break false,
+        }
+    };
+    assert!(answered, "no answer to the stalled stream");
+    assert!(
+        t.elapsed() >= Duration::from_millis(900),
+        "answered before the timeout"
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !gw.log().contains("status=408") {
+        assert!(Instant::now() < deadline, "no 408 logged:\n{}", gw.log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    while up.requests().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the upstream never finished the request"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(up.requests()[0].body_len, 5);
 }

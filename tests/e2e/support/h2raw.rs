@@ -8,6 +8,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
+pub const DATA: u8 = 0x0;
 pub const HEADERS: u8 = 0x1;
 pub const RST_STREAM: u8 = 0x3;
 pub const SETTINGS: u8 = 0x4;
@@ -121,8 +122,20 @@ impl H2 {
         extra: &[(&str, &str)],
         end: bool,
     ) -> Vec<u8> {
+        Self::request(stream, "GET", authority, path, extra, end)
+    }
+
+    /// A HEADERS frame (END_HEADERS, and END_STREAM when `end`) for any method.
+    pub fn request(
+        stream: u32,
+        method: &str,
+        authority: &str,
+        path: &str,
+        extra: &[(&str, &str)],
+        end: bool,
+    ) -> Vec<u8> {
         let mut headers = vec![
-            (":method", "GET"),
+            (":method", method),
             (":scheme", "https"),
             (":authority", authority),
             (":path", path),
@@ -130,6 +143,11 @@ impl H2 {
         headers.extend_from_slice(extra);
         let flags = 0x4 | if end { 0x1 } else { 0 };
         frame(HEADERS, flags, stream, &header_block(&headers))
+    }
+
+    /// A DATA frame, with END_STREAM when `end`.
+    pub fn data(stream: u32, payload: &[u8], end: bool) -> Vec<u8> {
+        frame(DATA, u8::from(end), stream, payload)
     }
 
     pub fn rst(stream: u32, code: u32) -> Vec<u8> {
