@@ -87,24 +87,53 @@ pub fn normalize_host(raw: &str) -> Result<(String, Option<u16>), HostError> {
     if name.len() > 253 {
         return Err(HostError::BadName("longer than 253 characters".into()));
     }
-    for label in name.split('.') {
-        if label.is_empty() {
-            return Err(HostError::BadName("empty label".into()));
-        }
-        if label.len() > 63 {
-            return Err(HostError::BadName("label longer than 63 characters".into()));
-        }
-        if label.starts_with('-') || label.ends_with('-') {
-            return Err(HostError::BadName("label starts or ends with '-'".into()));
-        }
-        if let Some(c) = label
-            .chars()
-            .find(|c| !(c.is_ascii_alphanumeric() || *c == '-'))
-        {
-            return Err(HostError::BadName(format!("character {c:?}")));
+    // The labels' lengths and hyphens and the characters in one pass, then a lower-case copy.
+    let bytes = name.as_bytes();
+    let mut label_start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        match HOST_BYTE[b as usize] {
+            NAME => {}
+            DOT => {
+                check_label(&bytes[label_start..i])?;
+                label_start = i + 1;
+            }
+            _ => {
+                let c = name[i..].chars().next().unwrap_or('?');
+                return Err(HostError::BadName(format!("character {c:?}")));
+            }
         }
     }
+    check_label(&bytes[label_start..])?;
     Ok((name.to_ascii_lowercase(), port))
+}
+
+const BAD: u8 = 0;
+const NAME: u8 = 1;
+const DOT: u8 = 2;
+/// What each byte may be in a host name: a letter, digit or `-`, a dot, or nothing.
+const HOST_BYTE: [u8; 256] = {
+    let mut t = [BAD; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        if c.is_ascii_alphanumeric() || c == b'-' {
+            t[b] = NAME;
+        }
+        b += 1;
+    }
+    t[b'.' as usize] = DOT;
+    t
+};
+
+/// A DNS label (RFC 1123): 1 to 63 characters, no hyphen at either end (the characters are
+/// checked by the caller).
+fn check_label(label: &[u8]) -> Result<(), HostError> {
+    match label {
+        [] => Err(HostError::BadName("empty label".into())),
+        _ if label.len() > 63 => Err(HostError::BadName("label longer than 63 characters".into())),
+        [b'-', ..] | [.., b'-'] => Err(HostError::BadName("label starts or ends with '-'".into())),
+        _ => Ok(()),
+    }
 }
 
 fn check_port(port: &str) -> Result<u16, HostError> {

@@ -403,92 +403,67 @@ impl Default for HeadLimits {
 /// Where an HTTP/1 request head ends, found while it arrives, and the checks that need its raw
 /// bytes (a parser that accepts bare LF or folded lines has already normalised them away):
 /// every line ends in CRLF, no bare CR, no obsolete folding, no whitespace before a colon, no
-/// NUL in a value, and the limits. Empty lines before the request line are skipped (RFC 9112
-/// §2.2). Keeps its place between calls, so each byte is looked at once however slowly the
-/// head arrives.
-/// The bytes the scanner has a rule for; everything else is passed over in a tight loop.
-const SPECIAL: [bool; 256] = {
-    let mut t = [false; 256];
-    t[b'\n' as usize] = true;
-    t[b'\r' as usize] = true;
-    t[b' ' as usize] = true;
-    t[b'\t' as usize] = true;
-    t[b':' as usize] = true;
-    t[0] = true;
-    t
-};
-
+/// NUL, and the limits. Empty lines before the request line are skipped (RFC 9112
+/// §2.2). Keeps its place between calls, so a head that arrives slowly is not scanned again
+/// from its start.
 #[derive(Debug, Default, Clone)]
 pub struct HeadScanner {
     /// Where the unfinished line starts.
     line: usize,
-    /// How far the unfinished line has been checked.
+    /// How far `buf` has been searched for line ends.
     pos: usize,
     fields: usize,
+    /// Lines ended so far, each by a CRLF.
+    lines: usize,
     request_line_done: bool,
-    /// In the current field line: the colon has been seen (the name is behind).
-    in_value: bool,
 }
 
 impl HeadScanner {
     /// Scans `buf`, everything received for this head so far (it only grows between calls).
     /// `Some(n)`: the head is the first `n` bytes (blank line included); the rest is body or
-    /// the next request. `None`: not complete yet. One pass over each byte, on every call only
-    /// over the bytes that are new.
+    /// the next request. `None`: not complete yet. The line ends are found with `memchr` (one
+    /// pass over the new bytes), each line's own checks look at its first bytes up to the
+    /// colon, and the bytes no head may hold anywhere (a CR that is not half of a line's CRLF,
+    /// a NUL) are counted once, over the complete head.
     pub fn scan(&mut self, buf: &[u8], limits: &HeadLimits) -> Result<Option<usize>, HeadError> {
-        let mut i = self.pos;
-        while i < buf.len() {
-            let b = buf[i];
-            if !SPECIAL[b as usize] {
-                i += 1;
-                continue;
+        let from = self.pos;
+        for nl in memchr::memchr_iter(b'\n', &buf[from..]).map(|i| from + i) {
+            if nl == self.line || buf[nl - 1] != b'\r' {
+                return Err(HeadError::BareLf);
             }
-            match b {
-                b'\n' => {
-                    if i == self.line || buf[i - 1] != b'\r' {
-                        return Err(HeadError::BareLf);
-                    }
-                    let len = i - 1 - self.line;
-                    if !self.request_line_done {
-                        if len > limits.request_line {
-                            return Err(HeadError::RequestLineTooLong(limits.request_line));
-                        }
-                        // Empty lines before the request line are skipped (RFC 9112 §2.2).
-                        self.request_line_done = len > 0;
-                    } else if len == 0 {
-                        if i + 1 > limits.head_bytes {
-                            return Err(HeadError::HeadTooLarge(limits.head_bytes));
-                        }
-                        self.pos = i + 1;
-                        return Ok(Some(i + 1));
-                    } else {
-                        self.fields += 1;
-                        if self.fields > limits.fields {
-                            return Err(HeadError::TooManyFields(limits.fields));
-                        }
-                    }
-                    self.line = i + 1;
-                    self.in_value = false;
+            self.lines += 1;
+            let line = &buf[self.line..nl - 1];
+            if !self.request_line_done {
+                if line.len() > limits.request_line {
+                    return Err(HeadError::RequestLineTooLong(limits.request_line));
                 }
-                // A CR counts only as the first half of a line's CRLF.
-                b'\r' if buf.get(i + 1).is_some_and(|n| *n != b'\n') => {
-                    return Err(HeadError::BareCr)
+                // Empty lines before the request line are skipped (RFC 9112 §2.2).
+                self.request_line_done = !line.is_empty();
+            } else if line.is_empty() {
+                let end = nl + 1;
+                if end > limits.head_bytes {
+                    return Err(HeadError::HeadTooLarge(limits.head_bytes));
                 }
-                _ if !self.request_line_done => {}
-                b' ' | b'\t' if i == self.line => return Err(HeadError::ObsFold),
-                b' ' | b'\t' if !self.in_value => return Err(HeadError::SpaceBeforeColon),
-                b':' => self.in_value = true,
-                0 if self.in_value => return Err(HeadError::Nul),
-                _ => {}
+                let head = &buf[..end];
+                // Every line's LF has its CR (checked above): any other CR is a bare one.
+                if memchr::memchr_iter(b'\r', head).count() != self.lines {
+                    return Err(HeadError::BareCr);
+                }
+                if memchr::memchr(0, head).is_some() {
+                    return Err(HeadError::Nul);
+                }
+                self.pos = end;
+                return Ok(Some(end));
+            } else {
+                self.fields += 1;
+                if self.fields > limits.fields {
+                    return Err(HeadError::TooManyFields(limits.fields));
+                }
+                field_line(line)?;
             }
-            i += 1;
+            self.line = nl + 1;
         }
-        // A CR at the very end waits for what follows it: back up so it is seen again.
-        self.pos = if buf.last() == Some(&b'\r') {
-            buf.len() - 1
-        } else {
-            buf.len()
-        };
+        self.pos = buf.len();
         let unfinished = buf.len() - self.line;
         if !self.request_line_done && unfinished > limits.request_line {
             return Err(HeadError::RequestLineTooLong(limits.request_line));
@@ -498,6 +473,22 @@ impl HeadScanner {
         }
         Ok(None)
     }
+}
+
+/// A field line (CRLF removed) starts with neither space nor tab (obsolete folding) and has no
+/// whitespace before its colon. Only the name is looked at.
+fn field_line(line: &[u8]) -> Result<(), HeadError> {
+    if matches!(line[0], b' ' | b'\t') {
+        return Err(HeadError::ObsFold);
+    }
+    for &b in line {
+        match b {
+            b':' => return Ok(()),
+            b' ' | b'\t' => return Err(HeadError::SpaceBeforeColon),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// What to do with a client header whose name contains `_` (nginx's `underscores_in_headers
@@ -797,6 +788,20 @@ mod tests {
             let e = HeadScanner::default().scan(head, &limits).unwrap_err();
             assert_eq!(e, want, "{:?}", String::from_utf8_lossy(head));
             assert!(e.closes() && e.status() == 400);
+            // The same refusal wherever the head is split between reads.
+            for split in 0..head.len() {
+                let mut s = HeadScanner::default();
+                let e = s
+                    .scan(&head[..split], &limits)
+                    .and_then(|_| s.scan(head, &limits))
+                    .unwrap_err();
+                assert_eq!(
+                    e,
+                    want,
+                    "split at {split}: {:?}",
+                    String::from_utf8_lossy(head)
+                );
+            }
         }
     }
 
