@@ -29,8 +29,12 @@ pub struct PoolLimits {
     pub idle_timeout: Duration,
 }
 
+/// Idle connections per endpoint. foldhash, not SipHash: the keys are the configured
+/// endpoints, nothing a client chooses, and the map is looked up twice a request.
+type Idle = HashMap<SocketAddr, Vec<(Stream, Instant)>, foldhash::fast::RandomState>;
+
 thread_local! {
-    static IDLE: RefCell<HashMap<SocketAddr, Vec<(Stream, Instant)>>> = RefCell::new(HashMap::new());
+    static IDLE: RefCell<Idle> = RefCell::new(Idle::default());
 }
 
 /// The most recently released live connection to `addr`, if any. Connections past the idle
