@@ -309,7 +309,8 @@ start_provider() {
     local out=$RUN/provider.out
     taskset -c "$LOAD_CPU" node "$REPO/tests/oidc/provider.mjs" --port 0 >"$out" 2>"$RUN/provider.err" &
     PROVIDER_PID=$!; PIDS+=("$PROVIDER_PID")
-    wait_for "the OIDC provider" grep -q '^listening ' "$out"
+    # A cold start of node and its packages can take tens of seconds on a fresh machine.
+    TRIES=600 wait_for "the OIDC provider" grep -q '^listening ' "$out"
     ISSUER=$(sed -n 's/^listening //p' "$out" | head -1)
     local now; now=$(date +%s)
     TOKEN=$(curl -sf -X POST "${ISSUER%/dex}/__test/sign" -H 'content-type: application/json' \
