@@ -339,9 +339,10 @@ run_target() {
     esac
     log "round $ROUND: $target (pids $TARGET_PIDS)"
     if [[ $target == modelgate-auth ]]; then
-        # Every request must be authenticated: without credentials the gateway says 401.
+        # Every request must be authenticated: without credentials an API client (not a browser:
+        # a plain GET would be redirected to the login) gets 401.
         local code
-        code=$(curl -s -o /dev/null -w '%{http_code}' -H "Host: $HOST" "http://127.0.0.1:$port$PREDICT_PATH")
+        code=$(curl -s -o /dev/null -w '%{http_code}' -H "Host: $HOST" -H 'Accept: application/json' "http://127.0.0.1:$port$PREDICT_PATH")
         [[ $code == 401 ]] || die "modelgate-auth answered $code without credentials, expected 401"
         warm "$port" "Host: $HOST" "Authorization: Bearer $TOKEN"
         measure "$target" jwt-get "$port" GET "Host: $HOST" "Authorization: Bearer $TOKEN"
