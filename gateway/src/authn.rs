@@ -82,6 +82,7 @@ impl Authn {
                 weight: 100,
                 endpoints: vec![endpoint],
                 knative: false,
+                upstream_host: None,
             }],
         });
         Authn {

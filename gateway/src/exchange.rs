@@ -597,7 +597,11 @@ impl Gateway {
             header_line(&mut wire, TRANSFER_ENCODING.as_str(), &chunked);
             parts.headers.insert(TRANSFER_ENCODING, chunked);
         }
-        header_line(&mut wire, "host", target.upstream_host_value());
+        let host = match ctx.backend {
+            Some(i) => target.backends[i].upstream_host_value(target),
+            None => target.upstream_host_value(),
+        };
+        header_line(&mut wire, "host", host);
         header_line(&mut wire, names::X_FORWARDED_HOST.as_str(), &ctx.raw_host);
         header_line(
             &mut wire,

@@ -9,12 +9,15 @@
 //!   not hold back any other object;
 //! - an object gone from a file that parsed, or a file gone from the source, loses its routes;
 //!   so does an object annotated `serving.kserve.io/stop: "true"`;
+//! - two copies of one object (`namespace/name` twice: two dumps of one cluster, an old and a
+//!   new file): the newer copy (`metadata.resourceVersion`, then `generation`; on a tie the
+//!   first in path order) is used whole and the other is reported as a duplicate;
 //! - two objects claiming one host: the older (`metadata.creationTimestamp`, then
 //!   `namespace/name`, then file path) keeps it and the other gets an error for that host only.
 
-use crate::isvc::{self, FieldError, ObjectRoutes, Parsed, State};
+use crate::objects::{self, FieldError, ObjectRoutes, Parsed, State, Version};
 use crate::table::{Endpoint, HostMap, IsvcRef, RouteTable};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::Arc;
 
@@ -45,6 +48,9 @@ pub struct ObjectError {
     /// Field path such as `status.components.predictor.traffic[1].percent`.
     pub field: Option<String>,
     pub message: String,
+    /// A field the controller ignores, ignored here too: reported, not an error.
+    #[serde(skip)]
+    pub warning: bool,
 }
 
 impl fmt::Display for ObjectError {
@@ -65,6 +71,8 @@ impl fmt::Display for ObjectError {
 pub struct Outcome {
     pub table: RouteTable,
     pub errors: Vec<ObjectError>,
+    /// Fields ignored as their controller ignores them (not errors: the build is good).
+    pub warnings: Vec<ObjectError>,
 }
 
 impl ObjectError {
@@ -74,6 +82,14 @@ impl ObjectError {
             object: object.map(IsvcRef::to_string),
             field: e.field,
             message: e.message,
+            warning: false,
+        }
+    }
+
+    fn warning(file: &str, object: Option<&IsvcRef>, e: FieldError) -> Self {
+        ObjectError {
+            warning: true,
+            ..ObjectError::new(file, object, e)
         }
     }
 
@@ -83,6 +99,7 @@ impl ObjectError {
             object: None,
             field: None,
             message,
+            warning: false,
         }
     }
 }
@@ -114,6 +131,7 @@ struct FileState {
 struct Held {
     isvc: IsvcRef,
     created: Option<String>,
+    version: Version,
     /// The last good routes; `None` while the object never was ready, or is stopped.
     routes: Option<Arc<ObjectRoutes>>,
 }
@@ -166,7 +184,12 @@ impl Catalog {
         }
         self.generation += 1;
         let table = self.build(&mut errors);
-        Outcome { table, errors }
+        let (warnings, errors) = errors.into_iter().partition(|e| e.warning);
+        Outcome {
+            table,
+            errors,
+            warnings,
+        }
     }
 
     /// Reads every file (in parallel when many changed), keeping the input order so errors and
@@ -230,6 +253,18 @@ impl Catalog {
             Err(message) => return (prev, vec![ObjectError::file(&file.path, message)]),
             Ok(docs) => docs,
         };
+        // A file with nothing in it is one being written (truncated, not yet filled), or a
+        // mistake: it must not remove every route it held. An empty `kind: List` is a real
+        // empty file.
+        if docs.iter().all(serde_yaml::Value::is_null) {
+            let e = ObjectError::file(
+                &file.path,
+                "empty (no YAML document); its last good objects are kept (delete the file to \
+                 remove them, or write a `kind: List` with `items: []`)"
+                    .into(),
+            );
+            return (prev, vec![e]);
+        }
         let mut errors = Vec::new();
         let held = self.read_file(&file.path, docs, prev.map(|p| p.held), &mut errors);
         let state = FileState {
@@ -263,14 +298,13 @@ impl Catalog {
         for (i, doc) in docs.into_iter().enumerate() {
             let mut found = Vec::new();
             let mut field_errors = Vec::new();
-            isvc::flatten(doc, "", &mut found, &mut field_errors);
+            objects::flatten(doc, "", &mut found, &mut field_errors);
             errors.extend(field_errors.into_iter().map(|e| in_doc(i, e)));
             objects.extend(found.into_iter().map(|(prefix, obj)| (i, prefix, obj)));
         }
         let mut held: Vec<Held> = Vec::new();
-        let mut seen = HashSet::new();
         for (i, prefix, obj) in &objects {
-            let converted = match isvc::convert(obj, prefix, &self.options) {
+            let converted = match objects::convert(obj, prefix, &self.options) {
                 Parsed::Ignored => continue,
                 Parsed::Unidentified(errs) => {
                     errors.extend(errs.into_iter().map(|e| in_doc(*i, e)));
@@ -279,22 +313,39 @@ impl Catalog {
                 Parsed::Object(c) => *c,
             };
             let object = Some(&converted.isvc);
-            if !seen.insert(converted.isvc.clone()) {
+            // Two copies in one file: the newer is used whole (see `newest`).
+            let earlier = held.iter().position(|h| h.isvc == converted.isvc);
+            if let Some(at) = earlier {
+                let newer = converted.version.key() > held[at].version.key();
+                let (kept, dropped) = if newer {
+                    (&converted.version, &held[at].version)
+                } else {
+                    (&held[at].version, &converted.version)
+                };
                 errors.push(ObjectError::new(
                     path,
                     object,
                     FieldError {
                         field: None,
-                        message: "appears twice in this file; the first one is used".into(),
+                        message: duplicate_message(dropped, kept, path),
                     },
                 ));
-                continue;
+                if !newer {
+                    continue;
+                }
+                held.remove(at);
             }
             errors.extend(
                 converted
                     .errors
                     .into_iter()
                     .map(|e| ObjectError::new(path, object, e)),
+            );
+            errors.extend(
+                converted
+                    .warnings
+                    .into_iter()
+                    .map(|e| ObjectError::warning(path, object, e)),
             );
             let last_good = || prev.get(&converted.isvc).and_then(|h| h.routes.clone());
             let routes = match converted.state {
@@ -305,6 +356,7 @@ impl Catalog {
             held.push(Held {
                 isvc: converted.isvc,
                 created: converted.created,
+                version: converted.version,
                 routes,
             });
         }
@@ -313,14 +365,9 @@ impl Catalog {
 
     /// Merges every object's routes into one table, settling contested hosts by age.
     fn build(&mut self, errors: &mut Vec<ObjectError>) -> RouteTable {
-        let mut claims: Vec<(&str, &Held, &Arc<ObjectRoutes>)> = self
-            .files
-            .iter()
-            .flat_map(|(path, file)| {
-                file.held
-                    .iter()
-                    .filter_map(move |h| h.routes.as_ref().map(|r| (path.as_str(), h, r)))
-            })
+        let mut claims: Vec<(&str, &Held, &Arc<ObjectRoutes>)> = newest(&self.files, errors)
+            .into_iter()
+            .filter_map(|(path, h)| h.routes.as_ref().map(|r| (path, h, r)))
             .collect();
         // Oldest first; an object without a creation timestamp counts as the newest.
         claims.sort_by(|(pa, a, _), (pb, b, _)| {
@@ -365,6 +412,56 @@ impl Catalog {
         }
         RouteTable::new(self.generation, hosts)
     }
+}
+
+/// One copy of every object: where the source holds several (in different files), the newest
+/// whole, never a mix, and an error on each of the others. In path order.
+fn newest<'a>(
+    files: &'a BTreeMap<String, FileState>,
+    errors: &mut Vec<ObjectError>,
+) -> Vec<(&'a str, &'a Held)> {
+    let mut chosen: Vec<(&str, &Held)> = Vec::new();
+    let mut at: HashMap<&IsvcRef, usize> = HashMap::new();
+    for (path, file) in files {
+        for h in &file.held {
+            let Some(&i) = at.get(&h.isvc) else {
+                at.insert(&h.isvc, chosen.len());
+                chosen.push((path, h));
+                continue;
+            };
+            let (kept_path, kept) = chosen[i];
+            let (loser_path, loser, winner_path, winner) = if h.version.key() > kept.version.key() {
+                chosen[i] = (path, h);
+                (kept_path, kept, path.as_str(), h)
+            } else {
+                (path.as_str(), h, kept_path, kept)
+            };
+            errors.push(ObjectError::new(
+                loser_path,
+                Some(&loser.isvc),
+                FieldError {
+                    field: None,
+                    message: duplicate_message(&loser.version, &winner.version, winner_path),
+                },
+            ));
+        }
+    }
+    chosen
+}
+
+fn duplicate_message(dropped: &Version, kept: &Version, kept_in: &str) -> String {
+    let show = |v: &Version| match (&v.resource_version, v.generation) {
+        (Some(rv), Some(g)) => format!("resourceVersion {rv}, generation {g}"),
+        (Some(rv), None) => format!("resourceVersion {rv}"),
+        (None, Some(g)) => format!("generation {g}"),
+        (None, None) => "no resourceVersion".to_string(),
+    };
+    format!(
+        "duplicate: another copy of this object ({}, in {kept_in}) is used whole; this copy \
+         ({}) is ignored",
+        show(kept),
+        show(dropped)
+    )
 }
 
 /// The state a file leaves for the next build, and its errors for this one.

@@ -6,7 +6,7 @@
 
 pub mod catalog;
 pub mod host;
-pub mod isvc;
+pub mod objects;
 pub mod request;
 pub mod table;
 

@@ -123,6 +123,10 @@ pub struct Backend {
     /// Knative revisions get `Knative-Serving-Revision` / `-Namespace` headers, as the Knative
     /// activator and queue-proxy expect; RawDeployment Services do not.
     pub knative: bool,
+    /// The `Host` sent upstream when this backend is drawn, where it is not the target's: a
+    /// canary with a Service of its own (KFServing v1alpha2, KServe Standard-mode canaries).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream_host: Option<String>,
     #[serde(skip)]
     pub memo: Memo,
 }
@@ -131,6 +135,14 @@ impl Backend {
     /// The revision as a header value (`Knative-Serving-Revision`, `x-modelgate-revision`).
     pub fn revision_value(&self) -> &HeaderValue {
         self.memo.value(&self.revision)
+    }
+
+    /// The `Host` for the upstream request when this backend is drawn from `target`.
+    pub fn upstream_host_value<'a>(&'a self, target: &'a Target) -> &'a HeaderValue {
+        match &self.upstream_host {
+            Some(host) => self.memo.second(host),
+            None => target.upstream_host_value(),
+        }
     }
 }
 
@@ -324,6 +336,7 @@ mod tests {
             weight,
             endpoints: vec![],
             knative: true,
+            upstream_host: None,
         }
     }
 

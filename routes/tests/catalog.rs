@@ -209,8 +209,8 @@ fn objects_and_files_that_go_take_their_routes() {
 }
 
 /// Two objects claiming one host: the older keeps it, the newer loses only that host and gets
-/// an error naming the host and the winner. The same object in two files counts too (the file
-/// path breaks the tie).
+/// an error naming the host and the winner. (The same object in two files is not a conflict
+/// but a duplicate: `copies_of_one_object`.)
 #[test]
 fn host_conflicts_go_to_the_older_object() {
     let mut c = Catalog::new(BuildOptions::default());
@@ -232,16 +232,102 @@ fn host_conflicts_go_to_the_older_object() {
     assert!(hosts.contains(&("shared.ml.example.com".into(), "a-predictor-00001".into())));
     assert!(hosts.contains(&("b.ml.svc.cluster.local".into(), "b-predictor-00001".into())));
     assert_eq!(c.routed_objects(), 2);
+}
 
+/// The same `namespace/name` twice (two dumps of one cluster, an old and a new file, or twice
+/// in one file): the copy with the higher resourceVersion, then generation, is used whole, and
+/// the other is reported. Never a mix: the older copy's hosts do not stay beside the newer's.
+#[test]
+fn copies_of_one_object() {
+    let versioned = |rv: &str, generation: u32, revision: &str, tag_host: &str| {
+        isvc("a", "2023-01-01T00:00:00Z", revision, "True")
+            .replace(
+                "creationTimestamp:",
+                &format!("resourceVersion: \"{rv}\", generation: {generation}, creationTimestamp:"),
+            )
+            .replace(
+                "traffic: [{latestRevision: true, percent: 100, revisionName",
+                &format!("traffic: [{{tag: t, url: \"http://{tag_host}\", latestRevision: true, percent: 100, revisionName"),
+            )
+    };
+    let old = versioned("900", 2, "a-predictor-00001", "old-tag.ml.example.com");
+    let new = versioned("1000", 3, "a-predictor-00002", "new-tag.ml.example.com");
+    for files in [
+        vec![file("1-new.yaml", &new), file("2-old.yaml", &old)],
+        vec![file("1-old.yaml", &old), file("2-new.yaml", &new)],
+    ] {
+        let mut c = Catalog::new(BuildOptions::default());
+        let out = c.apply(&files);
+        let (old_path, new_path) = if files[0].path == "1-new.yaml" {
+            ("2-old.yaml", "1-new.yaml")
+        } else {
+            ("1-old.yaml", "2-new.yaml")
+        };
+        assert_eq!(
+            messages(&out),
+            [format!("{old_path}: ml/a: duplicate: another copy of this object (resourceVersion 1000, generation 3, in {new_path}) is used whole; this copy (resourceVersion 900, generation 2) is ignored")]
+        );
+        let hosts = revisions(&out.table);
+        assert!(hosts.contains(&("a.ml.example.com".into(), "a-predictor-00002".into())));
+        assert!(hosts.contains(&("new-tag.ml.example.com".into(), "a-predictor-00002".into())));
+        assert!(
+            !hosts.iter().any(|(h, _)| h == "old-tag.ml.example.com"),
+            "{hosts:?}"
+        );
+        assert_eq!(c.routed_objects(), 1);
+    }
+    // resourceVersion decides before generation; a tie goes to generation.
+    let same_rv = versioned("1000", 4, "a-predictor-00003", "g4.ml.example.com");
+    let mut c = Catalog::new(BuildOptions::default());
+    let out = c.apply(&[file("x.yaml", &same_rv), file("y.yaml", &new)]);
+    assert!(
+        revisions(&out.table).contains(&("a.ml.example.com".into(), "a-predictor-00003".into()))
+    );
+    assert_eq!(out.errors.len(), 1);
+    // Both copies in one file: the same rule.
+    let mut c = Catalog::new(BuildOptions::default());
+    let out = c.apply(&[file("x.yaml", &format!("{old}---\n{new}"))]);
+    assert_eq!(
+        messages(&out),
+        ["x.yaml: ml/a: duplicate: another copy of this object (resourceVersion 1000, generation 3, in x.yaml) is used whole; this copy (resourceVersion 900, generation 2) is ignored"]
+    );
+    assert!(
+        revisions(&out.table).contains(&("a.ml.example.com".into(), "a-predictor-00002".into()))
+    );
+    // Identical copies without versions: the first in path order, still reported.
     let mut c = Catalog::new(BuildOptions::default());
     let same = isvc("a", "2023-01-01T00:00:00Z", "a-predictor-00001", "True");
     let out = c.apply(&[file("x.yaml", &same), file("y.yaml", &same)]);
     assert_eq!(
         messages(&out),
-        ["y.yaml: ml/a: host a.ml.example.com is already routed to ml/a (from x.yaml), which is older; this object does not get it"]
+        ["y.yaml: ml/a: duplicate: another copy of this object (no resourceVersion, in x.yaml) is used whole; this copy (no resourceVersion) is ignored"]
     );
     assert_eq!(out.table.len(), 1);
     assert_eq!(c.routed_objects(), 1);
+}
+
+/// An empty file (0 bytes, whitespace, only comments) is one being written or a mistake: an
+/// error, and the objects it held keep their routes. An empty `kind: List` really is empty.
+#[test]
+fn empty_files_keep_their_objects() {
+    let mut c = Catalog::new(BuildOptions::default());
+    let good = isvc("m", "2024-01-01T00:00:00Z", "m-predictor-00001", "True");
+    let first = c.apply(&[file("a.yaml", &good)]);
+    assert_eq!(first.table.len(), 1);
+    for empty in ["", "  \n\n", "# being written\n", "---\n"] {
+        let out = c.apply(&[file("a.yaml", empty)]);
+        assert_eq!(
+            messages(&out),
+            ["a.yaml: empty (no YAML document); its last good objects are kept (delete the file to remove them, or write a `kind: List` with `items: []`)"],
+            "{empty:?}"
+        );
+        assert_eq!(out.table.hosts(), first.table.hosts(), "{empty:?}");
+    }
+    let out = c.apply(&[file("a.yaml", "apiVersion: v1\nkind: List\nitems: []\n")]);
+    assert!(out.errors.is_empty() && out.table.is_empty());
+    // A new empty file is reported too, and holds nothing.
+    let out = c.apply(&[file("b.yaml", "")]);
+    assert_eq!(out.errors.len(), 1);
 }
 
 /// Revisions are reached at `{revision}.{ns}.svc.cluster.local:80` unless an override names
