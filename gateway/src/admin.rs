@@ -54,13 +54,17 @@ impl Admin {
                     generation: u64,
                     hosts: std::collections::BTreeMap<&'a str, &'a Arc<routes::HostRoute>>,
                     errors: &'a [routes::ObjectError],
+                    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+                    warnings: &'a [routes::ObjectError],
                 }
                 let current = self.live.current.load_full();
                 let errors = self.live.errors.load_full();
+                let warnings = self.live.warnings.load_full();
                 let view = View {
                     generation: current.table.generation(),
                     hosts: current.table.hosts(),
                     errors: &errors,
+                    warnings: &warnings,
                 };
                 match serde_json::to_vec(&view) {
                     Ok(body) => reply(200, "application/json", body),

@@ -131,6 +131,9 @@ fn validate(path: Option<&Path>) -> i32 {
         fallback: None,
     });
     let outcome = catalog.apply(&files);
+    for e in &outcome.warnings {
+        eprintln!("warning: {e}");
+    }
     for e in &outcome.errors {
         eprintln!("{e}");
     }

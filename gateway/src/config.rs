@@ -99,6 +99,11 @@ impl Default for Admin {
 pub struct RouteSource {
     /// Directory of InferenceService manifests; relative paths are relative to the config file.
     pub directory: PathBuf,
+    /// How long a file written in place must stay unchanged before it is applied: a file
+    /// truncated and then written in several steps is never read half-written. Renames (an
+    /// atomic replace, a ConfigMap update) apply at once.
+    #[serde(default = "default_settle", with = "humantime_serde")]
+    pub settle: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -250,6 +255,10 @@ fn default_listeners() -> Vec<Listener> {
 fn default_admin_address() -> String {
     "127.0.0.1:9901".into()
 }
+fn default_settle() -> Duration {
+    Duration::from_millis(300)
+}
+
 fn default_connect_timeout() -> Duration {
     Duration::from_secs(2)
 }
@@ -340,6 +349,7 @@ pub struct Settings {
     pub listeners: Vec<ListenerSettings>,
     pub admin: SocketAddr,
     pub route_dir: PathBuf,
+    pub route_settle: Duration,
     pub overrides: HashMap<String, Vec<Endpoint>>,
     pub demo: bool,
     pub upstream: Upstream,
@@ -631,6 +641,7 @@ impl Config {
             listeners,
             admin,
             route_dir,
+            route_settle: self.routes.settle,
             overrides,
             demo: self.demo,
             upstream: self.upstream,

@@ -1,6 +1,11 @@
 //! Keeps the live route table in step with the manifest directory: reads every file, builds a
 //! whole new table through the catalog, resolves its endpoints, then swaps it in. Triggered by
 //! file-system events (notify), SIGHUP, and at start; names are re-resolved on a timer.
+//!
+//! A file written in place (truncated, then filled in several writes: an editor, `cat >`, a
+//! configuration tool) is applied only once it has been left alone for the settle time; until
+//! then the build sees the text it last applied. A file replaced by a rename (an atomic write,
+//! kubelet's ConfigMap swap) has no write events of its own and applies at once.
 
 use crate::resolver;
 use crate::state::{Live, Snapshot};
@@ -9,9 +14,10 @@ use notify::{RecursiveMode, Watcher};
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use routes::{BuildOptions, Catalog, Outcome, SourceFile};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 /// Quiet time after the last file-system event before re-reading: editors and kubelet write in
@@ -48,6 +54,12 @@ pub fn read_dir(dir: &Path) -> std::io::Result<Vec<SourceFile>> {
 /// Owns the catalog (the last good state of every object) and applies each new read to it.
 pub struct Reloader {
     dir: PathBuf,
+    settle: Duration,
+    /// When each file was last written in place, by the watcher's events.
+    written: Arc<Mutex<HashMap<PathBuf, Instant>>>,
+    /// The text each file had when it was last applied: what the build sees while the file is
+    /// still being written.
+    applied: Mutex<HashMap<String, Result<String, String>>>,
     catalog: Mutex<Catalog>,
     live: Arc<Live>,
     resolve_interval: Duration,
@@ -58,6 +70,7 @@ pub struct Reloader {
 impl Reloader {
     pub fn new(
         dir: PathBuf,
+        settle: Duration,
         options: BuildOptions,
         live: Arc<Live>,
         resolve_interval: Duration,
@@ -65,6 +78,9 @@ impl Reloader {
     ) -> Self {
         Reloader {
             dir,
+            settle,
+            written: Default::default(),
+            applied: Default::default(),
             catalog: Mutex::new(Catalog::new(options)),
             live,
             resolve_interval,
@@ -73,22 +89,31 @@ impl Reloader {
     }
 
     /// One reload: read, build, resolve, swap. A directory that cannot be read changes nothing.
-    pub async fn reload(&self, why: &str) {
+    /// Returns when the next reload is due for a file still being written.
+    pub async fn reload(&self, why: &str) -> Option<Instant> {
         let dir = self.dir.clone();
         let files = match tokio::task::spawn_blocking(move || read_dir(&dir)).await {
             Ok(Ok(files)) => files,
             Ok(Err(e)) => {
                 self.live.metrics.reloads_failed.inc();
                 tracing::error!(dir = %self.dir.display(), error = %e, "cannot read the route directory; keeping the current table");
-                return;
+                return None;
             }
             Err(e) => {
                 self.live.metrics.reloads_failed.inc();
                 tracing::error!(error = %e, "route directory read panicked; keeping the current table");
-                return;
+                return None;
             }
         };
-        let (Outcome { table, errors }, objects) = {
+        let (files, due) = self.settled(files, Instant::now());
+        let (
+            Outcome {
+                table,
+                errors,
+                warnings,
+            },
+            objects,
+        ) = {
             let mut catalog = self.catalog.lock().unwrap_or_else(|p| p.into_inner());
             let outcome = catalog.apply(&files);
             (outcome, catalog.routed_objects())
@@ -103,6 +128,9 @@ impl Reloader {
 
         for e in &errors {
             tracing::error!(file = %e.file, object = e.object.as_deref().unwrap_or("-"), field = e.field.as_deref().unwrap_or("-"), "{e}");
+        }
+        for e in &warnings {
+            tracing::warn!(file = %e.file, object = e.object.as_deref().unwrap_or("-"), field = e.field.as_deref().unwrap_or("-"), "{e}");
         }
         let m = &self.live.metrics;
         if errors.is_empty() {
@@ -126,8 +154,45 @@ impl Reloader {
             resolved,
         }));
         self.live.errors.store(Arc::new(errors));
+        self.live.warnings.store(Arc::new(warnings));
         self.live.set_ready();
         tokio::spawn(retire(previous));
+        due
+    }
+
+    /// The read as the build should see it: a file written in place less than the settle time
+    /// ago stands in with the text it last applied (or is left out, if it never was), and the
+    /// time when it will have settled is returned. Every other file's text is remembered as
+    /// applied.
+    fn settled(&self, files: Vec<SourceFile>, now: Instant) -> (Vec<SourceFile>, Option<Instant>) {
+        let mut written = self.written.lock().unwrap_or_else(|p| p.into_inner());
+        let mut applied = self.applied.lock().unwrap_or_else(|p| p.into_inner());
+        written.retain(|_, at| now.duration_since(*at) < self.settle);
+        let mut due: Option<Instant> = None;
+        let mut out = Vec::with_capacity(files.len());
+        for file in files {
+            match written.get(Path::new(&file.path)) {
+                Some(at) => {
+                    let settles = *at + self.settle;
+                    due = Some(due.map_or(settles, |d| d.min(settles)));
+                    tracing::debug!(file = %file.path, "still being written; its last applied text stays");
+                    if let Some(contents) = applied.get(&file.path) {
+                        out.push(SourceFile {
+                            path: file.path,
+                            contents: contents.clone(),
+                        });
+                    }
+                }
+                None => {
+                    applied.insert(file.path.clone(), file.contents.clone());
+                    out.push(file);
+                }
+            }
+        }
+        let present: std::collections::HashSet<&str> =
+            out.iter().map(|f| f.path.as_str()).collect();
+        applied.retain(|path, _| present.contains(path.as_str()));
+        (out, due)
     }
 
     /// Looks every name up again. Runs in the same task as `reload`, so the two never race.
@@ -152,10 +217,25 @@ impl Reloader {
     /// Watches the directory. Events inside it, whatever file they name, trigger a full re-read:
     /// kubelet's ConfigMap update only renames `..data`, and a deleted file has nothing to read.
     fn watch(&self, tx: mpsc::UnboundedSender<()>) -> notify::Result<notify::RecommendedWatcher> {
+        use notify::event::{EventKind, ModifyKind};
+        let written = self.written.clone();
         let mut watcher =
             notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
                 Ok(ev) if ev.kind.is_access() => {}
-                Ok(_) => {
+                Ok(ev) => {
+                    // Data written into a file (or a file created, to be written next): it
+                    // settles before it is applied. A rename is not a write.
+                    if matches!(
+                        ev.kind,
+                        EventKind::Create(_)
+                            | EventKind::Modify(ModifyKind::Data(_) | ModifyKind::Any)
+                    ) {
+                        let now = Instant::now();
+                        let mut w = written.lock().unwrap_or_else(|p| p.into_inner());
+                        for path in ev.paths {
+                            w.insert(path, now);
+                        }
+                    }
                     let _ = tx.send(());
                 }
                 Err(e) => tracing::warn!(error = %e, "file watch error; forcing a reload"),
@@ -181,19 +261,26 @@ impl Reloader {
                 None
             }
         };
-        self.reload("start").await;
+        let mut due = self.reload("start").await;
         let mut refresh = tokio::time::interval(self.resolve_interval);
         refresh.reset();
         loop {
+            let settle = async {
+                match due {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = shutdown.changed() => return,
                 Some(()) = rx.recv() => {
                     // Debounce: wait until the directory has been quiet for a moment.
                     while let Ok(Some(())) = tokio::time::timeout(DEBOUNCE, rx.recv()).await {}
-                    self.reload("file change").await;
+                    due = self.reload("file change").await;
                 }
+                () = settle => due = self.reload("file settled").await,
                 Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => {
-                    self.reload("SIGHUP").await;
+                    due = self.reload("SIGHUP").await;
                 }
                 _ = refresh.tick() => self.refresh_names().await,
             }

@@ -227,6 +227,7 @@ pub fn run(settings: Settings) -> i32 {
         .unwrap_or_default();
     let reloader = Reloader::new(
         settings.route_dir.clone(),
+        settings.route_settle,
         options,
         live,
         settings.upstream.resolve_interval,

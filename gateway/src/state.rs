@@ -26,6 +26,8 @@ pub struct Live {
     pub current: ArcSwap<Snapshot>,
     /// Every problem the last reload found, for `/routes`.
     pub errors: ArcSwap<Vec<ObjectError>>,
+    /// Fields ignored as their controller ignores them, for `/routes`.
+    pub warnings: ArcSwap<Vec<ObjectError>>,
     ready: AtomicBool,
     pub metrics: Metrics,
 }
@@ -35,6 +37,7 @@ impl Live {
         Live {
             current: ArcSwap::from_pointee(Snapshot::default()),
             errors: ArcSwap::from_pointee(Vec::new()),
+            warnings: ArcSwap::from_pointee(Vec::new()),
             ready: AtomicBool::new(false),
             metrics,
         }

@@ -444,3 +444,92 @@ async fn canary_rollout_walk() {
         .unwrap();
     assert_eq!(r.headers()["x-upstream"], "r3");
 }
+
+/// A file truncated and then written in several steps (200 ms apart, as an editor or `cat >`
+/// over a slow pipe does) is never applied half-written: a file of two objects, rewritten in
+/// place one object at a time, never loses the second object while the first is written, so no
+/// request to it sees a 404, and the whole new text applies once it has settled. An emptied
+/// file is an error that keeps its routes; deleting the file removes them.
+#[tokio::test]
+async fn files_written_in_place_are_applied_whole() {
+    use std::io::Write;
+    const OTHER: &str = "other.kserve-test.example.com";
+    let Two { a: _a, b: _b, gw } = two_revisions().await;
+    let dir = gw.routes_dir();
+    let other =
+        |rev: &str| Isvc::new("other", "kserve-test", vec![traffic(rev, 100, None, true)]).yaml();
+    let both = |rev: &str| [iris(rev), other(rev)];
+    let g = gw.generation().await;
+    write_atomic(
+        &dir,
+        "iris.yaml",
+        &both("sklearn-iris-predictor-00001").join("---\n"),
+    );
+    gw.wait_routes(g, WITHIN, |r| !r["hosts"][OTHER].is_null())
+        .await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let not_ok = Arc::new(AtomicUsize::new(0));
+    let sent = Arc::new(AtomicUsize::new(0));
+    let load = {
+        let (stop, not_ok, sent) = (stop.clone(), not_ok.clone(), sent.clone());
+        let client = gw.get(OTHER, "/");
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let r = client.try_clone().unwrap().send().await.unwrap();
+                sent.fetch_add(1, Ordering::Relaxed);
+                if r.status() != 200 {
+                    not_ok.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        })
+    };
+    let g = gw.generation().await;
+    let [first, second] = both("sklearn-iris-predictor-00002");
+    let mut f = std::fs::File::create(dir.join("iris.yaml")).unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for piece in [first, format!("---\n{second}")] {
+        f.write_all(piece.as_bytes()).unwrap();
+        f.flush().unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(f);
+    gw.wait_routes(g, Duration::from_secs(2), |r| {
+        entry_revisions(r, IRIS) == ["sklearn-iris-predictor-00002"]
+            && entry_revisions(r, OTHER) == ["sklearn-iris-predictor-00002"]
+    })
+    .await;
+    assert_eq!(served_by(&gw).await, "b");
+
+    // Emptied: an error, the routes stay, the failure is counted.
+    let g = gw.generation().await;
+    std::fs::File::create(dir.join("iris.yaml")).unwrap();
+    let r = gw
+        .wait_routes(g, Duration::from_secs(2), |r| {
+            r["errors"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["message"].as_str().unwrap().starts_with("empty"))
+        })
+        .await;
+    assert_eq!(entry_revisions(&r, OTHER), ["sklearn-iris-predictor-00002"]);
+    stop.store(true, Ordering::Relaxed);
+    load.await.unwrap();
+    assert!(sent.load(Ordering::Relaxed) > 10);
+    assert_eq!(
+        not_ok.load(Ordering::Relaxed),
+        0,
+        "requests failed while the file was written"
+    );
+    let m = gw.metrics().await;
+    assert!(
+        m.contains("modelgate_reloads_total{result=\"failure\"}"),
+        "{m}"
+    );
+
+    let g = gw.generation().await;
+    std::fs::remove_file(dir.join("iris.yaml")).unwrap();
+    gw.wait_routes(g, WITHIN, |r| r["hosts"][OTHER].is_null())
+        .await;
+}
