@@ -15,7 +15,7 @@
 //! - two objects claiming one host: the older (`metadata.creationTimestamp`, then
 //!   `namespace/name`, then file path) keeps it and the other gets an error for that host only.
 
-use crate::objects::{self, FieldError, ObjectRoutes, Parsed, State, Version};
+use crate::objects::{self, FieldError, Kind, ObjectRoutes, Parsed, State, Version};
 use crate::table::{Endpoint, HostMap, IsvcRef, RouteTable};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -30,6 +30,91 @@ pub struct BuildOptions {
     /// When set, every revision or component without an override goes here (the quickstart's
     /// in-process demo model server).
     pub fallback: Option<Vec<Endpoint>>,
+    /// KServe's ingress `pathTemplate`: every InferenceService is also reached under this path
+    /// prefix, which the upstream request drops.
+    pub path_template: Option<PathTemplate>,
+}
+
+/// KServe's `pathTemplate` (`/serving/{{ .Namespace }}/{{ .Name }}`), checked once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathTemplate {
+    /// Literal text and placeholders, in order.
+    parts: Vec<TemplatePart>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum TemplatePart {
+    Text(String),
+    Namespace,
+    Name,
+}
+
+impl PathTemplate {
+    /// Parses a Go-template path as KServe's ingress config takes it, with only `{{ .Namespace }}`
+    /// and `{{ .Name }}` (both required: a prefix that does not name the object would route
+    /// every object to the same place). The literal text must be plain path characters, so
+    /// that the rendered prefix is a normalised path that a request's normalised path can start
+    /// with; a trailing `/` is dropped (matches end on a segment boundary anyway).
+    pub fn parse(template: &str) -> Result<Self, String> {
+        if !template.starts_with('/') {
+            return Err(format!("{template:?} must start with '/'"));
+        }
+        let mut parts = Vec::new();
+        let mut rest = template.trim_end_matches('/');
+        while let Some(open) = rest.find("{{") {
+            let text = &rest[..open];
+            let close = rest[open..]
+                .find("}}")
+                .ok_or_else(|| format!("{template:?}: '{{{{' without '}}}}'"))?;
+            let field = rest[open + 2..open + close].trim();
+            parts.push(TemplatePart::Text(text.to_string()));
+            parts.push(match field {
+                ".Namespace" => TemplatePart::Namespace,
+                ".Name" => TemplatePart::Name,
+                other => {
+                    return Err(format!(
+                        "{template:?}: unknown field {other:?} (want .Namespace or .Name)"
+                    ))
+                }
+            });
+            rest = &rest[open + close + 2..];
+        }
+        parts.push(TemplatePart::Text(rest.to_string()));
+        for part in &parts {
+            if let TemplatePart::Text(t) = part {
+                let plain = t.bytes().all(|b| {
+                    b.is_ascii_alphanumeric() || matches!(b, b'/' | b'-' | b'_' | b'.' | b'~')
+                });
+                if !plain || t.contains("//") || t.split('/').any(|s| s == "." || s == "..") {
+                    return Err(format!(
+                        "{template:?}: {t:?} is not plain path text (letters, digits, '/', '-', \
+                         '_', '.', '~'; no empty, '.' or '..' segments)"
+                    ));
+                }
+            }
+        }
+        for needed in [TemplatePart::Namespace, TemplatePart::Name] {
+            if !parts.contains(&needed) {
+                return Err(format!(
+                    "{template:?} must contain {{{{ .Namespace }}}} and {{{{ .Name }}}}"
+                ));
+            }
+        }
+        parts.retain(|p| p != &TemplatePart::Text(String::new()));
+        Ok(PathTemplate { parts })
+    }
+
+    /// The prefix of one object.
+    pub fn render(&self, namespace: &str, name: &str) -> String {
+        self.parts
+            .iter()
+            .map(|p| match p {
+                TemplatePart::Text(t) => t.as_str(),
+                TemplatePart::Namespace => namespace,
+                TemplatePart::Name => name,
+            })
+            .collect()
+    }
 }
 
 /// One file read from the route source. `contents` is `Err(reason)` when reading failed.
@@ -129,6 +214,7 @@ struct FileState {
 /// One object as held by one file.
 #[derive(Debug, Clone)]
 struct Held {
+    kind: Kind,
     isvc: IsvcRef,
     created: Option<String>,
     version: Version,
@@ -288,7 +374,8 @@ impl Catalog {
         errors: &mut Vec<ObjectError>,
     ) -> Vec<Held> {
         let prev = prev.unwrap_or_default();
-        let prev: HashMap<&IsvcRef, &Held> = prev.iter().map(|h| (&h.isvc, h)).collect();
+        let prev: HashMap<(Kind, &IsvcRef), &Held> =
+            prev.iter().map(|h| ((h.kind, &h.isvc), h)).collect();
         // Errors about something that has no name say which document it was.
         let in_doc = |i: usize, mut e: FieldError| {
             e.message = format!("{} (document {})", e.message, i + 1);
@@ -314,7 +401,9 @@ impl Catalog {
             };
             let object = Some(&converted.isvc);
             // Two copies in one file: the newer is used whole (see `newest`).
-            let earlier = held.iter().position(|h| h.isvc == converted.isvc);
+            let earlier = held
+                .iter()
+                .position(|h| h.kind == converted.kind && h.isvc == converted.isvc);
             if let Some(at) = earlier {
                 let newer = converted.version.key() > held[at].version.key();
                 let (kept, dropped) = if newer {
@@ -347,13 +436,17 @@ impl Catalog {
                     .into_iter()
                     .map(|e| ObjectError::warning(path, object, e)),
             );
-            let last_good = || prev.get(&converted.isvc).and_then(|h| h.routes.clone());
+            let last_good = || {
+                prev.get(&(converted.kind, &converted.isvc))
+                    .and_then(|h| h.routes.clone())
+            };
             let routes = match converted.state {
                 State::Routes(r) => Some(Arc::new(r)),
                 State::Stopped => None,
                 State::NotReady | State::Invalid => last_good(),
             };
             held.push(Held {
+                kind: converted.kind,
                 isvc: converted.isvc,
                 created: converted.created,
                 version: converted.version,
@@ -421,11 +514,11 @@ fn newest<'a>(
     errors: &mut Vec<ObjectError>,
 ) -> Vec<(&'a str, &'a Held)> {
     let mut chosen: Vec<(&str, &Held)> = Vec::new();
-    let mut at: HashMap<&IsvcRef, usize> = HashMap::new();
+    let mut at: HashMap<(Kind, &IsvcRef), usize> = HashMap::new();
     for (path, file) in files {
         for h in &file.held {
-            let Some(&i) = at.get(&h.isvc) else {
-                at.insert(&h.isvc, chosen.len());
+            let Some(&i) = at.get(&(h.kind, &h.isvc)) else {
+                at.insert((h.kind, &h.isvc), chosen.len());
                 chosen.push((path, h));
                 continue;
             };

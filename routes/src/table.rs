@@ -155,8 +155,20 @@ pub struct Target {
     /// `spec.<component>.timeout` in seconds; `None` means the gateway's default.
     pub timeout_secs: Option<u64>,
     pub backends: Vec<Backend>,
+    /// A backend that gets a copy of (some of) the traffic, whose answers are thrown away:
+    /// Seldon's `shadow: true` predictor.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<Shadow>,
     #[serde(skip)]
     pub memo: Memo,
+}
+
+/// A mirror of a target's traffic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Shadow {
+    pub backend: Backend,
+    /// The share of requests copied, in percent (1–100).
+    pub percent: u32,
 }
 
 impl Target {
@@ -259,17 +271,31 @@ pub fn is_explain_path(path: &str) -> bool {
 /// bucket is not something a client can do.
 pub type HostMap = HashMap<Arc<str>, Arc<HostRoute>, foldhash::fast::RandomState>;
 
-/// The whole table, keyed by normalised host.
+/// The whole table, keyed by normalised host, and by path prefix for the routes reached by path
+/// (keys starting with `/`, which no host does).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RouteTable {
     generation: u64,
     hosts: HostMap,
+    /// How many segments the path prefixes have (`/seldon/ns/name`: 3), longest first.
+    path_depths: Vec<usize>,
 }
 
 impl RouteTable {
     /// Hosts must already be normalised ([`crate::normalize_host`]).
     pub fn new(generation: u64, hosts: HostMap) -> Self {
-        RouteTable { generation, hosts }
+        let mut path_depths: Vec<usize> = hosts
+            .keys()
+            .filter(|k| k.starts_with('/'))
+            .map(|k| k.matches('/').count())
+            .collect();
+        path_depths.sort_unstable_by(|a, b| b.cmp(a));
+        path_depths.dedup();
+        RouteTable {
+            generation,
+            hosts,
+            path_depths,
+        }
     }
 
     /// Counts successful builds, so `/routes` and logs tell which table served a request.
@@ -282,6 +308,25 @@ impl RouteTable {
         self.hosts.get(host)
     }
 
+    /// The route whose path prefix `path` (normalised, without the query) starts with, ending on
+    /// a segment boundary (`/seldon/ns/m-2` never matches `/seldon/ns/m`), the longest first;
+    /// with the length of the prefix, which the upstream request drops.
+    pub fn lookup_path(&self, path: &str) -> Option<(&Arc<HostRoute>, usize)> {
+        for &depth in &self.path_depths {
+            // The end of the first `depth` segments: the `depth + 1`th '/' or the end.
+            let end = match path.match_indices('/').nth(depth) {
+                Some((i, _)) => i,
+                None if path.matches('/').count() == depth => path.len(),
+                None => continue,
+            };
+            if let Some(route) = self.hosts.get(&path[..end]) {
+                return Some((route, end));
+            }
+        }
+        None
+    }
+
+    /// Hosts and path prefixes.
     pub fn len(&self) -> usize {
         self.hosts.len()
     }
@@ -292,7 +337,20 @@ impl RouteTable {
 
     /// Hosts in sorted order, for stable output.
     pub fn hosts(&self) -> BTreeMap<&str, &Arc<HostRoute>> {
-        self.hosts.iter().map(|(h, r)| (&**h, r)).collect()
+        self.hosts
+            .iter()
+            .filter(|(h, _)| !h.starts_with('/'))
+            .map(|(h, r)| (&**h, r))
+            .collect()
+    }
+
+    /// Path prefixes in sorted order.
+    pub fn paths(&self) -> BTreeMap<&str, &Arc<HostRoute>> {
+        self.hosts
+            .iter()
+            .filter(|(h, _)| h.starts_with('/'))
+            .map(|(h, r)| (&**h, r))
+            .collect()
     }
 
     /// Every endpoint any backend names, for the gateway's resolver.
@@ -304,7 +362,7 @@ impl RouteTable {
                     .chain(r.explainer.iter())
                     .chain(r.tags.values())
             })
-            .flat_map(|t| t.backends.iter())
+            .flat_map(|t| t.backends.iter().chain(t.shadow.iter().map(|s| &s.backend)))
             .flat_map(|b| b.endpoints.iter())
             .collect()
     }
@@ -316,10 +374,13 @@ impl Serialize for RouteTable {
         struct View<'a> {
             generation: u64,
             hosts: BTreeMap<&'a str, &'a Arc<HostRoute>>,
+            #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+            paths: BTreeMap<&'a str, &'a Arc<HostRoute>>,
         }
         View {
             generation: self.generation,
             hosts: self.hosts(),
+            paths: self.paths(),
         }
         .serialize(s)
     }
@@ -342,6 +403,7 @@ mod tests {
 
     fn target(backends: Vec<Backend>) -> Target {
         Target {
+            shadow: None,
             memo: Default::default(),
             component: "predictor".into(),
             upstream_host: "m-predictor.ns.svc.cluster.local".into(),
@@ -384,6 +446,7 @@ mod tests {
     fn target_selection() {
         let entry = Arc::new(target(vec![backend("entry", 100)]));
         let explainer = Arc::new(Target {
+            shadow: None,
             memo: Default::default(),
             component: "explainer".into(),
             ..target(vec![backend("expl", 100)])

@@ -378,6 +378,7 @@ fn overrides_and_fallback() {
             ),
         ]),
         fallback: Some(vec![ep("127.0.0.1:9000")]),
+        path_template: None,
     };
     assert_eq!(
         endpoints(options),
@@ -405,6 +406,7 @@ fn raw_mode_override_uses_the_service_name() {
             vec![Endpoint::parse("127.0.0.1:7000").unwrap()],
         )]),
         fallback: None,
+        path_template: None,
     };
     let out = Catalog::new(options).apply(&[file("r.yaml", &text)]);
     assert!(out.errors.is_empty(), "{:?}", out.errors);
@@ -494,4 +496,82 @@ fn many_files_read_in_parallel_give_the_sequential_outcome() {
     assert_eq!(messages(&all), messages(&one_by_one));
     assert_eq!(revisions(&all.table), revisions(&one_by_one.table));
     assert_eq!(parallel.routed_objects(), sequential.routed_objects());
+}
+
+/// KServe's `pathTemplate`: every InferenceService is also reached under its prefix, which ends
+/// on a segment boundary (`/serving/ml/m-2` never matches `m`), the longest prefix first; the
+/// prefix's length is what the upstream request drops.
+#[test]
+fn path_template_routes() {
+    let template = routes::PathTemplate::parse("/serving/{{ .Namespace }}/{{.Name}}/").unwrap();
+    let mut c = Catalog::new(BuildOptions {
+        path_template: Some(template),
+        ..Default::default()
+    });
+    let out = c.apply(&[
+        file(
+            "m.yaml",
+            &isvc("m", "2024-01-01T00:00:00Z", "m-predictor-00001", "True"),
+        ),
+        file(
+            "m2.yaml",
+            &isvc("m-2", "2024-01-01T00:00:00Z", "m-2-predictor-00001", "True"),
+        ),
+    ]);
+    assert!(out.errors.is_empty(), "{:?}", out.errors);
+    let t = &out.table;
+    let hit = |path: &str| {
+        t.lookup_path(path)
+            .map(|(r, strip)| (r.isvc.name.clone(), path[strip..].to_string()))
+    };
+    assert_eq!(
+        hit("/serving/ml/m/v1/models/m:predict"),
+        Some(("m".into(), "/v1/models/m:predict".into()))
+    );
+    assert_eq!(hit("/serving/ml/m"), Some(("m".into(), "".into())));
+    assert_eq!(hit("/serving/ml/m/"), Some(("m".into(), "/".into())));
+    assert_eq!(hit("/serving/ml/m-2/x"), Some(("m-2".into(), "/x".into())));
+    for miss in [
+        "/serving/ml/mx",
+        "/serving/ml",
+        "/serving/ml/",
+        "/",
+        "/m",
+        "/other/ml/m/x",
+    ] {
+        assert_eq!(hit(miss), None, "{miss}");
+    }
+    // Hosts are unchanged, and the prefixes show apart from them.
+    assert!(t.lookup("m.ml.example.com").is_some());
+    assert_eq!(
+        t.paths().into_keys().collect::<Vec<_>>(),
+        ["/serving/ml/m", "/serving/ml/m-2"]
+    );
+    assert!(t.hosts().keys().all(|h| !h.starts_with('/')));
+}
+
+/// What a pathTemplate may be: a plain path naming both the namespace and the name.
+#[test]
+fn path_templates() {
+    let ok = |t: &str| routes::PathTemplate::parse(t).map(|t| t.render("ns", "m"));
+    assert_eq!(
+        ok("/serving/{{ .Namespace }}/{{ .Name }}").as_deref(),
+        Ok("/serving/ns/m")
+    );
+    assert_eq!(
+        ok("/{{.Name}}-in-{{.Namespace}}/").as_deref(),
+        Ok("/m-in-ns")
+    );
+    for bad in [
+        "serving/{{ .Namespace }}/{{ .Name }}",
+        "/serving/{{ .Name }}",
+        "/serving/{{ .Namespace }}/{{ .Name",
+        "/serving/{{ .Host }}/{{ .Name }}/{{ .Namespace }}",
+        "/serving//{{ .Namespace }}/{{ .Name }}",
+        "/a/../{{ .Namespace }}/{{ .Name }}",
+        "/a b/{{ .Namespace }}/{{ .Name }}",
+        "/a%2F/{{ .Namespace }}/{{ .Name }}",
+    ] {
+        assert!(ok(bad).is_err(), "{bad}");
+    }
 }

@@ -105,5 +105,6 @@ pub fn options(n: usize) -> BuildOptions {
     BuildOptions {
         overrides,
         fallback: None,
+        path_template: None,
     }
 }

@@ -139,6 +139,7 @@ impl Cx<'_> {
                     own.push((
                         h,
                         Arc::new(Target {
+                            shadow: None,
                             memo: Default::default(),
                             component: c.to_string(),
                             upstream_host: format!("{service}.{ns}.{CLUSTER_SUFFIX}"),
@@ -156,6 +157,7 @@ impl Cx<'_> {
                 }
             }
             let target = Arc::new(Target {
+                shadow: None,
                 memo: Default::default(),
                 component: c.to_string(),
                 upstream_host,
@@ -182,6 +184,7 @@ impl Cx<'_> {
         for h in &main {
             routes.add(h, &main_route);
         }
+        self.path_route(&mut routes, &main_route);
         for (_, own) in built.values() {
             for (h, t) in own {
                 routes.add(h, &self.single(t, BTreeMap::new()));

@@ -206,6 +206,7 @@ impl Cx<'_> {
         for h in &main {
             routes.add(h, &main_route);
         }
+        self.path_route(&mut routes, &main_route);
         for b in built.values() {
             for (hosts, target) in b.tags.values() {
                 let route = self.single(target, BTreeMap::new());
@@ -436,6 +437,7 @@ impl Cx<'_> {
         }
         let target = |backends: Vec<Backend>| {
             Arc::new(Target {
+                shadow: None,
                 memo: Default::default(),
                 component: c.to_string(),
                 upstream_host: upstream_host.clone(),

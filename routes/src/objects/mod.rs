@@ -4,7 +4,9 @@
 //!   RawDeployment/Standard modes), and KFServing 0.5-0.6's `serving.kubeflow.org/v1beta1`, the
 //!   same API whose component Services end in `-default`;
 //! - [`kfserving`]: `serving.kubeflow.org/v1alpha2`, default and canary revisions weighted by
-//!   `status.traffic`/`status.canaryTraffic`.
+//!   `status.traffic`/`status.canaryTraffic`;
+//! - [`seldon`]: Seldon Core v1 `SeldonDeployment`s, reached by path (`/seldon/{ns}/{name}/`)
+//!   and split by `spec.predictors[].traffic`, with a shadow predictor mirrored.
 //!
 //! Every family turns its objects into the same [`ObjectRoutes`], read from what the controller
 //! wrote into `status`, so the catalog and the table never learn which controller an object came
@@ -13,6 +15,7 @@
 pub(crate) mod kfserving;
 pub(crate) mod kserve;
 pub(crate) mod reader;
+pub(crate) mod seldon;
 
 use crate::catalog::BuildOptions;
 use crate::host::normalize_host;
@@ -33,8 +36,9 @@ pub struct FieldError {
     pub message: String,
 }
 
-/// Every host one InferenceService routes, in precedence order (main hosts, tag hosts,
-/// component hosts), each host once.
+/// Every host one object routes, in precedence order (main hosts, tag hosts, component hosts),
+/// each host once; and every path prefix (`/seldon/{ns}/{name}`, KServe's `pathTemplate`),
+/// which is kept in the same list: a key that starts with `/` is a path prefix, never a host.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ObjectRoutes {
     pub hosts: Vec<(Arc<str>, Arc<HostRoute>)>,
@@ -63,9 +67,18 @@ pub enum State {
     Invalid,
 }
 
+/// The kinds of object routes come from. Two objects are copies of one only when kind,
+/// namespace and name all match.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    InferenceService,
+    SeldonDeployment,
+}
+
 /// An object that could be identified by `namespace/name`.
 #[derive(Debug)]
 pub struct Converted {
+    pub kind: Kind,
     pub isvc: IsvcRef,
     /// `metadata.creationTimestamp`, RFC 3339; decides which object keeps a contested host.
     pub created: Option<String>,
@@ -159,9 +172,11 @@ fn is_list(m: &serde_yaml::Mapping) -> bool {
 /// Reads one object (a mapping). `prefix` locates it in its document, for errors about an object
 /// that cannot be named.
 pub fn convert(obj: &Value, prefix: &str, options: &BuildOptions) -> Parsed {
-    if str_field(obj, "kind") != Some("InferenceService") {
-        return Parsed::Ignored;
-    }
+    let kind = match str_field(obj, "kind") {
+        Some("InferenceService") => Kind::InferenceService,
+        Some("SeldonDeployment") => Kind::SeldonDeployment,
+        _ => return Parsed::Ignored,
+    };
     let mut r = Reader::default();
     let meta = r.map(get(obj, "metadata"), "metadata");
     let name = meta.and_then(|m| r.required_str(mget(m, "name"), "metadata.name"));
@@ -209,13 +224,25 @@ pub fn convert(obj: &Value, prefix: &str, options: &BuildOptions) -> Parsed {
     };
     let annotations = r.string_map(mget(meta, "annotations"), "metadata.annotations");
 
-    let state = convert_body(obj, &isvc, &annotations, &mut r, options);
+    let state = match kind {
+        Kind::InferenceService => convert_body(obj, &isvc, &annotations, &mut r, options),
+        Kind::SeldonDeployment => {
+            let mut cx = Cx {
+                isvc: &isvc,
+                options,
+                r: &mut r,
+                conditions: BTreeMap::new(),
+            };
+            cx.seldon(obj)
+        }
+    };
     let state = if r.errors.is_empty() {
         state
     } else {
         State::Invalid
     };
     Parsed::Object(Box::new(Converted {
+        kind,
         isvc,
         created,
         version,
@@ -328,6 +355,14 @@ impl Cx<'_> {
             explainer: None,
             tags,
         })
+    }
+
+    /// The object's path prefix under KServe's `pathTemplate`, when one is configured: the same
+    /// route as its main host.
+    fn path_route(&self, routes: &mut ObjectRoutes, main: &Arc<HostRoute>) {
+        if let Some(t) = &self.options.path_template {
+            routes.add(&t.render(&self.isvc.namespace, &self.isvc.name), main);
+        }
     }
 
     /// `status.url`'s host and the cluster-local forms of `status.address.url`.
