@@ -53,6 +53,8 @@ impl Admin {
                 struct View<'a> {
                     generation: u64,
                     hosts: std::collections::BTreeMap<&'a str, &'a Arc<routes::HostRoute>>,
+                    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+                    paths: std::collections::BTreeMap<&'a str, &'a Arc<routes::HostRoute>>,
                     errors: &'a [routes::ObjectError],
                     #[serde(skip_serializing_if = "<[_]>::is_empty")]
                     warnings: &'a [routes::ObjectError],
@@ -63,6 +65,7 @@ impl Admin {
                 let view = View {
                     generation: current.table.generation(),
                     hosts: current.table.hosts(),
+                    paths: current.table.paths(),
                     errors: &errors,
                     warnings: &warnings,
                 };

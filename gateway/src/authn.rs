@@ -72,6 +72,7 @@ impl Authn {
             port: settings.issuer_port,
         };
         let provider_target = Arc::new(Target {
+            shadow: None,
             memo: Default::default(),
             component: "oidc-provider".into(),
             upstream_host: format!("{}:{}", settings.issuer_host, settings.issuer_port),

@@ -129,6 +129,7 @@ fn validate(path: Option<&Path>) -> i32 {
     let mut catalog = Catalog::new(BuildOptions {
         overrides: settings.overrides.clone(),
         fallback: None,
+        path_template: settings.path_template.clone(),
     });
     let outcome = catalog.apply(&files);
     for e in &outcome.warnings {

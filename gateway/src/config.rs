@@ -104,6 +104,10 @@ pub struct RouteSource {
     /// atomic replace, a ConfigMap update) apply at once.
     #[serde(default = "default_settle", with = "humantime_serde")]
     pub settle: Duration,
+    /// KServe's ingress `pathTemplate`: every InferenceService is also reached under this
+    /// prefix (`/serving/{{ .Namespace }}/{{ .Name }}`), which the upstream request drops.
+    #[serde(default)]
+    pub path_template: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -350,6 +354,7 @@ pub struct Settings {
     pub admin: SocketAddr,
     pub route_dir: PathBuf,
     pub route_settle: Duration,
+    pub path_template: Option<routes::PathTemplate>,
     pub overrides: HashMap<String, Vec<Endpoint>>,
     pub demo: bool,
     pub upstream: Upstream,
@@ -490,6 +495,20 @@ impl Config {
                 format!("{} is not a directory", route_dir.display()),
             );
         }
+
+        let path_template = match self
+            .routes
+            .path_template
+            .as_deref()
+            .map(routes::PathTemplate::parse)
+        {
+            None => None,
+            Some(Ok(t)) => Some(t),
+            Some(Err(e)) => {
+                err("routes.path_template".into(), e);
+                None
+            }
+        };
 
         let mut overrides = HashMap::new();
         let mut keys: Vec<_> = self.endpoints.keys().collect();
@@ -642,6 +661,7 @@ impl Config {
             admin,
             route_dir,
             route_settle: self.routes.settle,
+            path_template,
             overrides,
             demo: self.demo,
             upstream: self.upstream,

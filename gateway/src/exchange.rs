@@ -28,7 +28,7 @@ use pingora::protocols::http::ServerSession;
 use pingora::protocols::Stream;
 use pingora::{Error, ErrorType, RetryType};
 use routes::request::Underscores;
-use routes::{HostError, HostRoute, Target};
+use routes::{Backend, HostError, HostRoute, Target};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -128,6 +128,8 @@ pub struct Gateway {
     pub cookie_name: Option<String>,
     pub forward_credentials: bool,
     pub drain: Drain,
+    /// Shadow copies in flight (see `mirror`).
+    pub mirrors: Arc<tokio::sync::Semaphore>,
 }
 
 /// Per-request state. The route and target are `Arc`s from one table snapshot, so a reload in
@@ -142,6 +144,9 @@ struct Ctx {
     raw_host: HeaderValue,
     /// The target sent upstream when it is not the one received (normalised path, origin form).
     forward: Option<http::uri::PathAndQuery>,
+    /// Bytes of the path that name the route (a path prefix: `/seldon/ns/name`), dropped from
+    /// the upstream request.
+    strip: usize,
     route: Option<Arc<HostRoute>>,
     identity: Option<auth::session::Identity>,
     target: Option<Arc<Target>>,
@@ -166,6 +171,7 @@ impl Ctx {
             host: None,
             raw_host: HeaderValue::from_static(""),
             forward: None,
+            strip: 0,
             route: None,
             identity: None,
             target: None,
@@ -231,6 +237,14 @@ impl From<GatewayError> for Failure {
 }
 
 /// The path the request is handled and forwarded with: normalised.
+/// `path` without its first `strip` bytes (a route's path prefix), `/` when nothing is left.
+fn stripped(path: &str, strip: usize) -> &str {
+    match path.get(strip..) {
+        Some("") | None => "/",
+        Some(rest) => rest,
+    }
+}
+
 fn handled_path<'a>(
     forward: &'a Option<http::uri::PathAndQuery>,
     req: &'a RequestHeader,
@@ -313,10 +327,19 @@ impl Gateway {
         }
         // One snapshot of the table and its addresses for the whole request.
         let snapshot = self.live.current.load_full();
-        let route = served
-            .then(|| snapshot.table.lookup(&host))
-            .flatten()
-            .cloned();
+        // By host; else by path prefix (`/seldon/{ns}/{name}`, KServe's `pathTemplate`), as an
+        // Istio or Ambassador route on any host would.
+        let route = match served.then(|| snapshot.table.lookup(&host)).flatten() {
+            Some(r) => Some(r.clone()),
+            None if served => {
+                let path = handled_path(&ctx.forward, session.req_header());
+                snapshot.table.lookup_path(path).map(|(r, strip)| {
+                    ctx.strip = strip;
+                    r.clone()
+                })
+            }
+            None => None,
+        };
         ctx.host = Some(host);
         ctx.snapshot = Some(snapshot);
 
@@ -343,7 +366,8 @@ impl Gateway {
                 .headers
                 .get("knative-serving-tag")
                 .and_then(|v| v.to_str().ok());
-            ctx.target = Some(route.target(handled_path(&ctx.forward, req), tag).clone());
+            let path = stripped(handled_path(&ctx.forward, req), ctx.strip);
+            ctx.target = Some(route.target(path, tag).clone());
             ctx.route = Some(route);
         }
         if session.is_upgrade_req() {
@@ -499,7 +523,11 @@ impl Gateway {
         let mut replay = Replay::default();
         let mut attempt = 0;
         loop {
-            let (head, wire) = self.upstream_head(session, client, ctx, has_body)?;
+            let backend = match (&ctx.target, ctx.backend) {
+                (Some(t), Some(i)) => t.backends.get(i),
+                _ => None,
+            };
+            let (head, wire) = self.upstream_head(session, client, ctx, backend, has_body)?;
             up.read_timeout = Some(timeout);
             up.write_timeout = Some(timeout);
             ctx.upstream_start = Some(Instant::now());
@@ -514,6 +542,9 @@ impl Gateway {
                     up.respect_keepalive();
                     if let Some(stream) = up.reuse().await {
                         upstream::checkin(addr, stream, &self.settings.pool);
+                    }
+                    if ctx.target.as_ref().is_some_and(|t| t.shadow.is_some()) {
+                        self.mirror(session, client, ctx, &replay, has_body);
                     }
                     return Ok(());
                 }
@@ -537,6 +568,96 @@ impl Gateway {
         }
     }
 
+    /// A copy of the request for the target's shadow, when this request is drawn for one: sent
+    /// after the client has its answer, from a task of its own, and its answer thrown away, so
+    /// a slow or failing shadow never shows to the client. Bounded: at most `MIRRORS_IN_FLIGHT`
+    /// copies at once, each within the request timeout, and only of a body the gateway still
+    /// holds whole (up to `REPLAY_LIMIT`); anything else is dropped and counted.
+    fn mirror(
+        &self,
+        session: &ServerSession,
+        client: &Client,
+        ctx: &Ctx,
+        replay: &Replay,
+        has_body: bool,
+    ) {
+        let (Some(target), Some(snapshot)) = (ctx.target.as_deref(), ctx.snapshot.as_deref())
+        else {
+            return;
+        };
+        let Some(shadow) = &target.shadow else {
+            return;
+        };
+        if fastrand::u32(..100) >= shadow.percent {
+            return;
+        }
+        let (ns, name) = ctx.route_labels();
+        let counter = |result| {
+            self.live
+                .metrics
+                .shadow_requests
+                .with_label_values(&[ns, name, result])
+        };
+        let whole = !has_body || (replay.complete && !replay.overflowed);
+        let permit = match self.mirrors.clone().try_acquire_owned() {
+            Ok(p) if whole => p,
+            _ => return counter("dropped").inc(),
+        };
+        let addr = shadow
+            .backend
+            .endpoints
+            .iter()
+            .filter_map(|e| snapshot.resolved.get(e))
+            .flat_map(|a| a.iter())
+            .next()
+            .copied();
+        let head = self.upstream_head(session, client, ctx, Some(&shadow.backend), has_body);
+        let (Some(addr), Ok((head, wire))) = (addr, head) else {
+            return counter("failed").inc();
+        };
+        let (answered, failed) = (counter("answered"), counter("failed"));
+        let chunks = replay.chunks.clone();
+        let pool = self.settings.pool;
+        let (connect_timeout, timeout) = (
+            self.settings.connect_timeout,
+            ctx.timeout(self.settings.request_timeout),
+        );
+        tokio::spawn(async move {
+            let _permit = permit;
+            let exchange = async {
+                let stream = match upstream::checkout(addr, &pool) {
+                    Some(s) => s,
+                    None => upstream::connect(addr, connect_timeout)
+                        .await
+                        .map_err(|e| Error::explain(ErrorType::ConnectError, e.to_string()))?,
+                };
+                let mut up = client_session(stream);
+                up.write_request_header_wire(head, &wire).await?;
+                for chunk in &chunks {
+                    up.write_body(chunk).await?;
+                }
+                if has_body {
+                    up.finish_body().await?;
+                }
+                read_final_head(&mut up).await?;
+                while up.read_body_bytes().await?.is_some() {}
+                up.respect_keepalive();
+                if let Some(stream) = up.reuse().await {
+                    upstream::checkin(addr, stream, &pool);
+                }
+                Ok::<(), Box<Error>>(())
+            };
+            match tokio::time::timeout(timeout, exchange).await {
+                Ok(Ok(())) => answered.inc(),
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, "shadow request failed");
+                    failed.inc()
+                }
+                Err(_) => failed.inc(),
+            }
+        });
+    }
+
     /// The request head for the upstream, serialised here in one pass: the request line in
     /// origin form, the client's header lines less the hop-by-hop ones, those its `Connection`
     /// header names and those the gateway sets, then the gateway's. No second header map is
@@ -547,6 +668,7 @@ impl Gateway {
         session: &ServerSession,
         client: &Client,
         ctx: &Ctx,
+        backend: Option<&Backend>,
         has_body: bool,
     ) -> Result<(Box<RequestHeader>, BytesMut), Failure> {
         use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
@@ -566,13 +688,16 @@ impl Gateway {
         let mut wire = BytesMut::with_capacity(UPSTREAM_HEAD_CAPACITY);
         wire.put_slice(parts.method.as_str().as_bytes());
         wire.put_u8(b' ');
-        wire.put_slice(
-            parts
-                .uri
-                .path_and_query()
-                .map_or("/", |p| p.as_str())
-                .as_bytes(),
-        );
+        if ctx.strip == 0 {
+            let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+            wire.put_slice(target.as_bytes());
+        } else {
+            wire.put_slice(stripped(parts.uri.path(), ctx.strip).as_bytes());
+            if let Some(q) = parts.uri.query() {
+                wire.put_u8(b'?');
+                wire.put_slice(q.as_bytes());
+            }
+        }
         wire.put_slice(b" HTTP/1.1\r\n");
         let named = connection_named(&req.headers);
         let mut client_xff = None;
@@ -597,8 +722,8 @@ impl Gateway {
             header_line(&mut wire, TRANSFER_ENCODING.as_str(), &chunked);
             parts.headers.insert(TRANSFER_ENCODING, chunked);
         }
-        let host = match ctx.backend {
-            Some(i) => target.backends[i].upstream_host_value(target),
+        let host = match backend {
+            Some(b) => b.upstream_host_value(target),
             None => target.upstream_host_value(),
         };
         header_line(&mut wire, "host", host);
@@ -618,8 +743,7 @@ impl Gateway {
             header_line(&mut wire, userid.as_str(), &value(&id.user)?);
             header_line(&mut wire, groups.as_str(), &value(&id.groups.join(","))?);
         }
-        if let (Some(route), Some(i)) = (&ctx.route, ctx.backend) {
-            let backend = &target.backends[i];
+        if let (Some(route), Some(backend)) = (&ctx.route, backend) {
             let (name, namespace) = route.isvc_values();
             header_line(&mut wire, names::KSERVE_ISVC_NAME.as_str(), name);
             header_line(&mut wire, names::KSERVE_ISVC_NAMESPACE.as_str(), namespace);
@@ -1037,6 +1161,9 @@ fn header_line(wire: &mut BytesMut, name: &str, value: &HeaderValue) {
     wire.put_slice(b"\r\n");
 }
 
+/// Shadow copies in flight at once, per gateway; more are dropped (and counted).
+pub const MIRRORS_IN_FLIGHT: usize = 64;
+
 /// How much request body is kept for a replay.
 const REPLAY_LIMIT: usize = 64 * 1024;
 
@@ -1261,6 +1388,7 @@ mod tests {
             cookie_name: None,
             forward_credentials: false,
             drain: Drain::default(),
+            mirrors: Arc::new(tokio::sync::Semaphore::new(1)),
         }
     }
 

@@ -14,6 +14,7 @@ pub struct Metrics {
     pub upstream_failures: IntCounterVec,
     pub failovers: IntCounterVec,
     pub blocked_set_cookies: IntCounterVec,
+    pub shadow_requests: IntCounterVec,
     pub h2_premature_resets: IntCounter,
     pub h2_reset_floods: IntCounter,
     pub downstream_connections: IntGauge,
@@ -76,6 +77,15 @@ impl Metrics {
             &["namespace", "isvc"],
         )
         .expect("static metric definition");
+        let shadow_requests = IntCounterVec::new(
+            Opts::new(
+                "modelgate_shadow_requests_total",
+                "Copies of requests for a shadow (mirror) backend: answered, failed, or dropped \
+                 (too many in flight, or a body too large to keep).",
+            ),
+            &["namespace", "isvc", "result"],
+        )
+        .expect("static metric definition");
         let h2_premature_resets = IntCounter::new(
             "modelgate_h2_premature_resets_total",
             "HTTP/2 streams the client reset within a second of opening them.",
@@ -117,6 +127,7 @@ impl Metrics {
             Box::new(upstream_failures.clone()),
             Box::new(failovers.clone()),
             Box::new(blocked_set_cookies.clone()),
+            Box::new(shadow_requests.clone()),
             Box::new(h2_premature_resets.clone()),
             Box::new(h2_reset_floods.clone()),
             Box::new(downstream_connections.clone()),
@@ -134,6 +145,7 @@ impl Metrics {
             upstream_failures,
             failovers,
             blocked_set_cookies,
+            shadow_requests,
             h2_premature_resets,
             h2_reset_floods,
             downstream_connections,

@@ -89,6 +89,7 @@ pub fn run(settings: Settings) -> i32 {
     let mut options = BuildOptions {
         overrides: settings.overrides.clone(),
         fallback: None,
+        path_template: settings.path_template.clone(),
     };
     if settings.demo {
         match start_demo() {
@@ -147,6 +148,9 @@ pub fn run(settings: Settings) -> i32 {
             .as_ref()
             .is_some_and(|a| a.forward_credentials),
         drain: Drain::default(),
+        mirrors: Arc::new(tokio::sync::Semaphore::new(
+            crate::exchange::MIRRORS_IN_FLIGHT,
+        )),
     });
     let limit = d.max_connections.unwrap_or_else(|| {
         crate::config::default_max_connections(crate::config::descriptor_limit())
