@@ -85,7 +85,19 @@ async fn handle(request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Inf
     let (parts, body) = request.into_parts();
     let caller = Caller::from_headers(&parts.headers);
     let reply = match read_body(&parts.headers, body).await {
-        Ok(bytes) => respond(&parts.method, parts.uri.path(), &caller, &bytes),
+        Ok(bytes) => {
+            let content_type = parts
+                .headers
+                .get(header::CONTENT_TYPE)
+                .map(|v| v.to_str().unwrap_or("?"));
+            respond(
+                &parts.method,
+                parts.uri.path(),
+                &caller,
+                content_type,
+                &bytes,
+            )
+        }
         Err(reply) => reply,
     };
     Ok(reply.into_response(&caller))
@@ -268,7 +280,13 @@ fn parse_route(path: &str) -> Option<Route<'_>> {
 }
 
 /// Answers one demo request. Pure: everything it needs is in its arguments.
-pub fn respond(method: &Method, path: &str, caller: &Caller, body: &[u8]) -> Reply {
+pub fn respond(
+    method: &Method,
+    path: &str,
+    caller: &Caller,
+    content_type: Option<&str>,
+    body: &[u8],
+) -> Reply {
     let Some(route) = parse_route(path) else {
         return Reply::error(StatusCode::NOT_FOUND, format!("no demo endpoint at {path}"));
     };
@@ -291,6 +309,9 @@ pub fn respond(method: &Method, path: &str, caller: &Caller, body: &[u8]) -> Rep
                 ),
             );
         }
+    }
+    if let Some(refusal) = kserve_content_type(&route, content_type) {
+        return refusal;
     }
     match route {
         Route::Hello => Reply::ok(json!({
@@ -324,6 +345,52 @@ pub fn respond(method: &Method, path: &str, caller: &Caller, body: &[u8]) -> Rep
             Ok(request) => Reply::ok(infer_response(model, &request)),
             Err(message) => Reply::error(StatusCode::BAD_REQUEST, message),
         },
+    }
+}
+
+/// The content types KServe's model server decodes as JSON on v1 (`dataplane.py`'s
+/// `JSON_HEADERS`, compared as whole strings: `application/json; charset=utf-8` is not one).
+const KSERVE_JSON_HEADERS: [&str; 4] = [
+    "application/json",
+    "application/cloudevents+json",
+    "application/ld+json",
+    "application/octet-stream",
+];
+
+/// What KServe's own server (v0.20, FastAPI 0.136) answers a body it will not read as JSON, so
+/// that a client which works against the demo works against a real model: on v1, a body with
+/// another content type (what `curl -d` sends without `-H 'Content-Type: application/json'`)
+/// reaches the model as bytes and fails there with a 500; no content type at all is read as
+/// JSON. On v2, FastAPI reads only a JSON content type (`application/json` or `+json`, with
+/// parameters), and anything else, none included, is a 400.
+fn kserve_content_type(route: &Route<'_>, content_type: Option<&str>) -> Option<Reply> {
+    match route {
+        Route::V1Predict(_) | Route::V1Explain(_) => match content_type {
+            Some(ct) if !KSERVE_JSON_HEADERS.contains(&ct) => Some(Reply::error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "TypeError : byte indices must be integers or slices, not str",
+            )),
+            _ => None,
+        },
+        Route::V2Infer(_) => {
+            let json = content_type.is_some_and(|ct| {
+                let essence = ct
+                    .split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_ascii_lowercase();
+                essence == "application/json"
+                    || (essence.starts_with("application/") && essence.ends_with("+json"))
+            });
+            (!json).then(|| {
+                Reply::error(
+                    StatusCode::BAD_REQUEST,
+                    "received byte inputs, but the'inference-header-content-length' header is missing.",
+                )
+            })
+        }
+        _ => None,
     }
 }
 
@@ -520,16 +587,72 @@ mod tests {
     }
 
     fn get(path: &str) -> Reply {
-        respond(&Method::GET, path, &caller("iris-predictor-00001"), b"")
+        respond(
+            &Method::GET,
+            path,
+            &caller("iris-predictor-00001"),
+            None,
+            b"",
+        )
     }
 
     fn post(path: &str, body: &str) -> Reply {
+        post_as(path, Some("application/json"), body)
+    }
+
+    fn post_as(path: &str, content_type: Option<&str>, body: &str) -> Reply {
         respond(
             &Method::POST,
             path,
             &caller("iris-predictor-00001"),
+            content_type,
             body.as_bytes(),
         )
+    }
+
+    /// A body without a JSON content type is refused as KServe's server refuses it: 500 on v1
+    /// (the model gets bytes), 400 on v2; v1 without any content type is read as JSON.
+    #[test]
+    fn content_types_as_kserve() {
+        let v1 = "/v1/models/iris:predict";
+        let v2 = "/v2/models/iris/infer";
+        let row = r#"{"instances": [[6.8, 2.8, 4.8, 1.4]]}"#;
+        let infer = r#"{"inputs": [{"name": "i", "shape": [1, 4], "datatype": "FP32", "data": [6.8, 2.8, 4.8, 1.4]}]}"#;
+        for ct in [
+            "application/x-www-form-urlencoded",
+            "text/plain",
+            "application/json; charset=utf-8",
+        ] {
+            let r = post_as(v1, Some(ct), row);
+            assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR, "{ct}");
+            assert_eq!(
+                error_of(&r),
+                "TypeError : byte indices must be integers or slices, not str"
+            );
+        }
+        for ct in [
+            None,
+            Some("application/json"),
+            Some("application/octet-stream"),
+        ] {
+            assert_eq!(post_as(v1, ct, row).status, StatusCode::OK, "{ct:?}");
+        }
+        for ct in [
+            None,
+            Some("application/x-www-form-urlencoded"),
+            Some("text/plain"),
+        ] {
+            let r = post_as(v2, ct, infer);
+            assert_eq!(r.status, StatusCode::BAD_REQUEST, "{ct:?}");
+            assert!(error_of(&r).contains("inference-header-content-length"));
+        }
+        for ct in [
+            "application/json",
+            "application/json; charset=utf-8",
+            "application/vnd.x+json",
+        ] {
+            assert_eq!(post_as(v2, Some(ct), infer).status, StatusCode::OK, "{ct}");
+        }
     }
 
     fn error_of(reply: &Reply) -> &str {
@@ -798,7 +921,7 @@ mod tests {
                 "namespace": "kserve-test",
             }))
         );
-        let anonymous = respond(&Method::GET, "/", &Caller::default(), b"");
+        let anonymous = respond(&Method::GET, "/", &Caller::default(), None, b"");
         assert_eq!(anonymous.body["revision"], "unknown");
     }
 
@@ -819,7 +942,13 @@ mod tests {
             "/v2/models/m/infer",
         ] {
             for body in bodies {
-                let reply = respond(&Method::POST, path, &Caller::default(), body);
+                let reply = respond(
+                    &Method::POST,
+                    path,
+                    &Caller::default(),
+                    Some("application/json"),
+                    body,
+                );
                 assert_eq!(reply.status, StatusCode::BAD_REQUEST);
             }
         }
