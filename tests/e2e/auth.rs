@@ -1034,3 +1034,42 @@ async fn listener_can_opt_out() {
         None
     );
 }
+
+/// Path-based routes (KServe's `pathTemplate`) authenticate exactly as host routes do: no
+/// credential is 401, a valid bearer reaches the model with the identity and the prefix
+/// stripped, a namespace's policy applies to the object the path names (the restricted model
+/// admits only ADMIN), and a policy-disabled namespace is open.
+#[tokio::test]
+async fn path_routes_are_authenticated() {
+    let port = free_port();
+    let provider = OidcProvider::start(&[redirect_uri(port)]).await;
+    let up = Upstream::start("iris").await;
+    let open_up = Upstream::start("open").await;
+    let mut options = auth_options(&provider.issuer(), port, &up, &open_up, "");
+    options.routes = "path_template: \"/serving/{{ .Namespace }}/{{ .Name }}\"".into();
+    let gw = Gateway::start(&manifests(), options).await;
+    let user = provider.id_token(USER, PASSWORD, &redirect_uri(port)).await;
+    let path = "/serving/kserve-test/sklearn-iris/v1/models/sklearn-iris:predict";
+    let host = "203.0.113.7";
+    let send = |path: &str, token: Option<&str>| {
+        let mut req = gw.get(host, path).header("accept", "application/json");
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        req.send()
+    };
+    assert_eq!(send(path, None).await.unwrap().status(), 401);
+    let r = send(path, Some(&user)).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let seen = up.requests().last().unwrap().clone();
+    assert_eq!(seen.path, "/v1/models/sklearn-iris:predict");
+    assert_eq!(seen.header_all("kubeflow-userid"), [USER]);
+    let restricted = "/serving/restricted/secret-model/v1/models/secret-model:predict";
+    assert_eq!(send(restricted, Some(&user)).await.unwrap().status(), 403);
+    let admin = provider
+        .id_token(ADMIN, PASSWORD, &redirect_uri(port))
+        .await;
+    assert_eq!(send(restricted, Some(&admin)).await.unwrap().status(), 200);
+    let open = "/serving/public/open-model/v1/models/open-model";
+    assert_eq!(send(open, None).await.unwrap().status(), 200);
+}

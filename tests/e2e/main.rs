@@ -5,6 +5,7 @@ mod support;
 
 mod auth;
 mod cli;
+mod controllers;
 mod credentials;
 mod failures;
 mod hardening;

@@ -32,6 +32,8 @@ pub struct Options {
     pub extra_listeners: bool,
     /// The `shutdown:` section (default: no grace period, a 1 s drain).
     pub shutdown: Option<String>,
+    /// More keys of the `routes:` section (flow-mapping entries), beside `directory`.
+    pub routes: String,
 }
 
 impl Gateway {
@@ -64,7 +66,12 @@ impl Gateway {
             .as_deref()
             .unwrap_or("{grace_period: 0s, drain_timeout: 1s}");
         config.push_str(&format!(
-            "admin: {{address: \"127.0.0.1:{admin_port}\"}}\nroutes: {{directory: routes}}\nshutdown: {shutdown}\n"
+            "admin: {{address: \"127.0.0.1:{admin_port}\"}}\nroutes: {{directory: routes{}}}\nshutdown: {shutdown}\n",
+            if opts.routes.is_empty() {
+                String::new()
+            } else {
+                format!(", {}", opts.routes)
+            }
         ));
         if !opts.endpoints.is_empty() {
             config.push_str("endpoints:\n");

@@ -8,7 +8,8 @@
 //! ([`OidcProvider::approve_device`]). The `/__test/` controls (key rotation, JWKS outage,
 //! token forging, fetch counters) are wrapped one method each.
 //!
-//! Needs Node 20+ and `npm ci --prefix tests/oidc`; `NODE` overrides the `node` binary.
+//! Needs Node 20+ and npm; the packages are installed on first use (`support::install`).
+//! `NODE` overrides the `node` binary.
 
 // Each test uses a different part of this kit; unused helpers are not a smell here.
 #![allow(dead_code)]
@@ -53,11 +54,7 @@ impl OidcProvider {
     /// redirect, so the list may be empty.
     pub async fn start(redirect_uris: &[String]) -> OidcProvider {
         let dir = fixture_dir();
-        assert!(
-            dir.join("node_modules/oidc-provider").is_dir(),
-            "{}: node_modules missing; run `npm ci --prefix tests/oidc`",
-            dir.display()
-        );
+        super::install::oidc_packages(&dir);
         let node = std::env::var("NODE").unwrap_or_else(|_| "node".to_owned());
         let mut command = Command::new(&node);
         command
