@@ -510,6 +510,34 @@ impl ListenerEndpoint {
 mod test {
     use super::*;
 
+    /// A socket the application bound itself (to port 0) and put in the fd table is the one a
+    /// listener on its address uses: no second bind, the port the application learnt.
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn test_listen_uses_a_socket_added_to_the_table() {
+        use std::os::unix::io::IntoRawFd;
+        let own = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        own.set_nonblocking(true).unwrap();
+        let addr = own.local_addr().unwrap().to_string();
+        let table: crate::server::ListenFds =
+            std::sync::Arc::new(parking_lot::Mutex::new(crate::server::Fds::new()));
+        table.lock().add(addr.clone(), own.into_raw_fd());
+        let mut builder = ListenerEndpoint::builder();
+        builder.listen_addr(ServerAddress::Tcp(addr.clone(), None));
+        let listener = builder.listen(Some(table.clone())).await.unwrap();
+        let client = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let accepted = listener.accept().await.unwrap();
+        use crate::protocols::GetSocketDigest;
+        let peer = accepted
+            .get_socket_digest()
+            .and_then(|d| d.peer_addr().cloned());
+        assert_eq!(
+            peer.map(|p| p.to_string()),
+            Some(client.local_addr().unwrap().to_string())
+        );
+        assert_eq!(table.lock().serialize().0, [addr]);
+    }
+
     #[tokio::test]
     async fn test_listen_tcp() {
         let mut builder = ListenerEndpoint::builder();

@@ -369,9 +369,14 @@ impl Server {
         self.bootstrap.lock().set_sentry_config(Some(sentry_config));
     }
 
-    /// Get the configured file descriptors for listening
+    /// The table of listening sockets by bind address: the ones inherited in a graceful
+    /// upgrade, and every one a listener binds. A listener whose address is already in the
+    /// table uses that socket instead of binding, so an application can add sockets it bound
+    /// itself (to port 0, to learn the port before its services are built; or from socket
+    /// activation) after [`Server::bootstrap`] and before the services start. They are handed
+    /// over in an upgrade like the others.
     #[cfg(unix)]
-    fn listen_fds(&self) -> ListenFds {
+    pub fn listen_fds(&self) -> ListenFds {
         self.bootstrap.lock().get_fds()
     }
 
@@ -892,5 +897,14 @@ mod listen_address_tests {
 
         server.add_service(UnknownService);
         assert_eq!(server.collect_listen_addresses(), None);
+    }
+
+    /// `listen_fds` hands out the server's one table (what the services listen with), not a
+    /// copy: a socket added through it is there for them.
+    #[test]
+    fn listen_fds_is_the_servers_table() {
+        let server = Server::new_with_opt_and_conf(None, ServerConf::default());
+        server.listen_fds().lock().add("127.0.0.1:1".into(), 1000);
+        assert_eq!(server.listen_fds().lock().get("127.0.0.1:1"), Some(&1000));
     }
 }
