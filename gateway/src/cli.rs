@@ -17,7 +17,8 @@ pub const EXIT_CONFIG: i32 = 64;
 )]
 struct Cli {
     /// Gateway config file (YAML). Without it, the embedded quickstart runs: example
-    /// InferenceServices and demo models on 127.0.0.1:8080, admin on 127.0.0.1:9901.
+    /// InferenceServices and demo models on 127.0.0.1:8080, admin on 127.0.0.1:9901
+    /// (`MODELGATE_PORT` and `MODELGATE_ADMIN_PORT` move them).
     #[arg(long, short, global = true)]
     config: Option<PathBuf>,
     #[command(subcommand)]
@@ -100,7 +101,32 @@ fn quickstart() -> Result<Settings, ConfigErrors> {
         );
         dir
     };
-    Config::parse(QUICKSTART_CONFIG, "embedded quickstart")?.validate("embedded quickstart", &base)
+    let mut config = Config::parse(QUICKSTART_CONFIG, "embedded quickstart")?;
+    // The walk-through's ports, when 8080 and 9901 are taken (another quickstart, a test).
+    let port = |var: &str| -> Result<Option<u16>, ConfigErrors> {
+        match std::env::var(var) {
+            Err(_) => Ok(None),
+            Ok(v) => v
+                .parse()
+                .map(Some)
+                .map_err(|_| ConfigErrors(vec![format!("{var}={v:?} is not a port number")])),
+        }
+    };
+    if let Some(p) = port("MODELGATE_PORT")? {
+        for l in &mut config.listeners {
+            l.address = with_port(&l.address, p);
+        }
+    }
+    if let Some(p) = port("MODELGATE_ADMIN_PORT")? {
+        config.admin.address = with_port(&config.admin.address, p);
+    }
+    config.validate("embedded quickstart", &base)
+}
+
+/// `host:port` with another port.
+fn with_port(address: &str, port: u16) -> String {
+    let host = address.rsplit_once(':').map_or(address, |(h, _)| h);
+    format!("{host}:{port}")
 }
 
 fn settings(path: Option<&Path>) -> Result<Settings, ConfigErrors> {

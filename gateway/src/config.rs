@@ -477,7 +477,8 @@ impl Config {
                 );
                 SocketAddr::from(([127, 0, 0, 1], 0))
             });
-        if listeners.iter().any(|l| l.address == admin) {
+        // Port 0 is bound to a port of its own each time (see `server::bind_port_zero`).
+        if admin.port() != 0 && listeners.iter().any(|l| l.address == admin) {
             err(
                 "admin.address".into(),
                 format!("{admin} is also a proxy listener"),

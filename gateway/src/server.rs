@@ -83,8 +83,35 @@ pub fn server_conf(threads: usize, shutdown: &Shutdown, name: &str) -> ServerCon
     }
 }
 
+/// Binds every listener and the admin address that ask for port 0, here, before anything is
+/// built from the settings (each listener is found by its local port, and its own port is one
+/// the `Host` may carry), and hands the sockets to pingora's table of listening sockets (vendor
+/// patch 0005), so the port is never free between choosing and binding it. The settings then
+/// carry the real addresses, which the start-up log line reports.
+fn bind_port_zero(server: &Server, settings: &mut Settings) -> std::io::Result<()> {
+    use std::os::unix::io::IntoRawFd;
+    let bind = |addr: &mut std::net::SocketAddr| -> std::io::Result<()> {
+        if addr.port() != 0 {
+            return Ok(());
+        }
+        let socket = std::net::TcpListener::bind(*addr)?;
+        socket.set_nonblocking(true)?;
+        *addr = socket.local_addr()?;
+        server
+            .listen_fds()
+            .lock()
+            .add(addr.to_string(), socket.into_raw_fd());
+        Ok(())
+    };
+    for l in &mut settings.listeners {
+        bind(&mut l.address)?;
+        l.served_ports[0] = l.address.port();
+    }
+    bind(&mut settings.admin)
+}
+
 /// Runs the gateway until it is told to stop; returns the process exit code.
-pub fn run(settings: Settings) -> i32 {
+pub fn run(mut settings: Settings) -> i32 {
     let live = Arc::new(Live::new(Metrics::new()));
     let mut options = BuildOptions {
         overrides: settings.overrides.clone(),
@@ -107,6 +134,22 @@ pub fn run(settings: Settings) -> i32 {
     let conf = server_conf(settings.threads, &settings.shutdown, "modelgate");
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
+    if let Err(e) = bind_port_zero(&server, &mut settings) {
+        tracing::error!(error = %e, "cannot bind a port-0 listener");
+        return 1;
+    }
+    // One line in a fixed form, whatever the log format, for whoever started the gateway on
+    // port 0 (tests, scripts) to learn where it listens.
+    let proxies: Vec<String> = settings
+        .listeners
+        .iter()
+        .map(|l| l.address.to_string())
+        .collect();
+    eprintln!(
+        "modelgate: listening on {} (admin {})",
+        proxies.join(", "),
+        settings.admin
+    );
 
     let authn = settings.auth.clone().map(|a| Arc::new(Authn::new(a)));
     let [userid, groups] = &settings.identity_headers;

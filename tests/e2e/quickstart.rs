@@ -49,22 +49,15 @@ async fn get(url: &str) -> Option<(u16, String)> {
 }
 
 /// `cargo run --release` (the binary without arguments) serves the example InferenceServices
-/// with demo models on 127.0.0.1:8080, and every README walk-through command works against it:
-/// routing by Host, v1 and v2 protocols, the transformer and explainer, the canary share, tag
+/// with demo models on loopback (8080 and 9901, or what `MODELGATE_PORT` and
+/// `MODELGATE_ADMIN_PORT` say), and every README walk-through command works against it: routing
+/// by Host, v1 and v2 protocols, the transformer and explainer, the canary share, tag
 /// pinning, a hot reload of an edited manifest, JSON errors and the admin endpoints.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readme_walkthrough() {
     let commands = walkthrough_commands();
     assert!(commands.len() >= 10, "walk-through found: {commands:#?}");
 
-    // The quickstart's ports are fixed (the README names them); a gateway already running there
-    // would answer in this one's place.
-    for port in [8080, 9901] {
-        assert!(
-            std::net::TcpListener::bind(("127.0.0.1", port)).is_ok(),
-            "127.0.0.1:{port} is taken: stop whatever listens there (a quickstart left running?)"
-        );
-    }
     // A checkout-like directory, so the README's relative paths and the hot-reload edit work
     // without touching the repository's own examples.
     let dir = tempfile::tempdir().unwrap();
@@ -72,6 +65,11 @@ async fn readme_walkthrough() {
     let log = std::fs::File::create(dir.path().join("gateway.log")).unwrap();
     let child = Command::new(BIN)
         .current_dir(dir.path())
+        // Port 0: the gateway binds its own ports and says which; the README's commands read
+        // them from MODELGATE_PORT / MODELGATE_ADMIN_PORT, so a quickstart already running on
+        // 8080/9901 never answers in this one's place.
+        .env("MODELGATE_PORT", "0")
+        .env("MODELGATE_ADMIN_PORT", "0")
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
@@ -87,7 +85,19 @@ async fn readme_walkthrough() {
     let _child = Kill(child);
     let log_text = || std::fs::read_to_string(dir.path().join("gateway.log")).unwrap_or_default();
     let deadline = Instant::now() + Duration::from_secs(30);
-    while get("http://127.0.0.1:9901/readyz").await.map(|r| r.0) != Some(200) {
+    let (port, admin) = loop {
+        if let Some(ports) = crate::support::gateway::listening_ports(&log_text()) {
+            break ports;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "quickstart did not say where it listens; log:\n{}",
+            log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let admin_url = |path: &str| format!("http://127.0.0.1:{admin}{path}");
+    while get(&admin_url("/readyz")).await.map(|r| r.0) != Some(200) {
         assert!(
             Instant::now() < deadline,
             "quickstart not ready; log:\n{}",
@@ -98,7 +108,7 @@ async fn readme_walkthrough() {
 
     let mut outputs = Vec::new();
     for cmd in &commands {
-        let generation = get("http://127.0.0.1:9901/routes").await.map(|(_, b)| {
+        let generation = get(&admin_url("/routes")).await.map(|(_, b)| {
             serde_json::from_str::<serde_json::Value>(&b).unwrap()["generation"]
                 .as_u64()
                 .unwrap()
@@ -106,6 +116,8 @@ async fn readme_walkthrough() {
         let out = Command::new("bash")
             .args(["-c", cmd])
             .current_dir(dir.path())
+            .env("MODELGATE_PORT", port.to_string())
+            .env("MODELGATE_ADMIN_PORT", admin.to_string())
             .output()
             .unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -120,7 +132,7 @@ async fn readme_walkthrough() {
             let g = generation.unwrap();
             let deadline = Instant::now() + Duration::from_secs(1);
             loop {
-                let (_, body) = get("http://127.0.0.1:9901/routes").await.unwrap();
+                let (_, body) = get(&admin_url("/routes")).await.unwrap();
                 let v: serde_json::Value = serde_json::from_str(&body).unwrap();
                 if v["generation"].as_u64().unwrap() > g {
                     break;
@@ -184,6 +196,6 @@ async fn readme_walkthrough() {
     let not_found = find("nobody.kserve-test")[0];
     assert!(not_found.starts_with("HTTP/1.1 404"), "{not_found}");
     assert!(not_found.contains(r#"{"error":"#));
-    assert!(find("9901/routes")[0].contains(r#""generation":"#));
-    assert!(find("9901/metrics")[0].contains("modelgate_requests_total"));
+    assert!(find("/routes")[0].contains(r#""generation":"#));
+    assert!(find("/metrics")[0].contains("modelgate_requests_total"));
 }

@@ -1,7 +1,6 @@
 //! The real `modelgate` binary, started on free loopback ports with a config and a manifest
 //! directory of the test's own, and stopped when dropped.
 
-use super::free_port;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -53,7 +52,9 @@ impl Gateway {
         for (name, text) in manifests {
             std::fs::write(routes.join(name), text).unwrap();
         }
-        let (port, admin_port) = (opts.port.unwrap_or_else(free_port), free_port());
+        // Port 0 unless the test must know the port before the start (an OIDC redirect URI):
+        // the gateway binds it itself and says which port it got.
+        let (port, admin_port) = (opts.port.unwrap_or(0), 0);
         for (name, text) in &opts.files {
             std::fs::write(dir.path().join(name), text).unwrap();
         }
@@ -93,6 +94,19 @@ impl Gateway {
             .stderr(log)
             .spawn()
             .expect("spawn modelgate");
+        let log_path = dir.path().join("gateway.log");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let (port, admin_port) = loop {
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            if let Some(ports) = listening_ports(&log) {
+                break ports;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "gateway did not say where it listens; log:\n{log}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        };
         let gw = Gateway {
             child,
             port,
@@ -283,6 +297,20 @@ impl Drop for Gateway {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The first proxy port and the admin port from the gateway's start-up line
+/// (`modelgate: listening on 127.0.0.1:P[, ...] (admin 127.0.0.1:Q)`).
+pub fn listening_ports(log: &str) -> Option<(u16, u16)> {
+    let line = log
+        .lines()
+        .find_map(|l| l.strip_prefix("modelgate: listening on "))?;
+    let (proxies, admin) = line.split_once(" (admin ")?;
+    let port = |addr: &str| addr.trim().rsplit_once(':')?.1.parse().ok();
+    Some((
+        port(proxies.split(", ").next()?)?,
+        port(admin.strip_suffix(')')?)?,
+    ))
 }
 
 /// Writes `text` to `dir/name` the way `kubectl cp`/editors with safe-write do: a temporary file
