@@ -99,6 +99,23 @@ pub(crate) fn manifests() -> Vec<(&'static str, String)> {
 }
 
 impl Setup {
+    /// An ID token for `user` from the provider, through the real code flow.
+    pub async fn token(&self, user: &str) -> String {
+        self.provider
+            .id_token(user, PASSWORD, &redirect_uri(self.gw.port))
+            .await
+    }
+
+    /// `GET /v1/models/sklearn-iris` on the iris host with `Authorization: Bearer {token}`.
+    pub async fn bearer_get(&self, token: &str) -> reqwest::Response {
+        self.gw
+            .get(IRIS, "/v1/models/sklearn-iris")
+            .header("authorization", format!("Bearer {token}"))
+            .send()
+            .await
+            .unwrap()
+    }
+
     /// A session cookie value for `user`, sealed now as the gateway seals one.
     pub fn seal(&self, user: &str) -> String {
         sealed(user, now())
@@ -236,12 +253,7 @@ async fn browser_login_flow() {
     assert_eq!(seen.header_all("kubeflow-groups"), ["kubeflow-users"]);
 
     // The session value as a bearer token, from a client without cookies.
-    let r =
-        s.gw.get(IRIS, "/v1/models/sklearn-iris")
-            .header("authorization", format!("Bearer {session}"))
-            .send()
-            .await
-            .unwrap();
+    let r = s.bearer_get(&session).await;
     assert_eq!(r.status(), 200);
 
     // A second replica with the same cookie secret accepts the session (and a restart would too).
@@ -297,10 +309,7 @@ async fn provider_paths_pass_through() {
 #[tokio::test]
 async fn bearer_tokens_and_spoofed_identity() {
     let s = setup("").await;
-    let token = s
-        .provider
-        .id_token(ADMIN, PASSWORD, &redirect_uri(s.gw.port))
-        .await;
+    let token = s.token(ADMIN).await;
     let r =
         s.gw.get(IRIS, "/v1/models/sklearn-iris")
             .header("authorization", format!("Bearer {token}"))
@@ -643,14 +652,8 @@ async fn key_rotation_and_jwks_outage() {
 #[tokio::test]
 async fn allow_lists_forbid() {
     let s = setup("    - {namespace: kserve-test, groups: [admins]}\n").await;
-    let user = s
-        .provider
-        .id_token(USER, PASSWORD, &redirect_uri(s.gw.port))
-        .await;
-    let admin = s
-        .provider
-        .id_token(ADMIN, PASSWORD, &redirect_uri(s.gw.port))
-        .await;
+    let user = s.token(USER).await;
+    let admin = s.token(ADMIN).await;
     let (status, _, body) = status_with(&s.gw, Some(format!("Bearer {user}")), None).await;
     assert_eq!(status, 403, "{body}");
     assert!(serde_json::from_str::<serde_json::Value>(&body).unwrap()["error"].is_string());

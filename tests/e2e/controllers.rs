@@ -2,17 +2,17 @@
 //! Standard-mode canaries, KFServing v1alpha2 canaries, Seldon deployments with a shadow, and
 //! KServe's path-based routing.
 
-use crate::support::gateway::{metric, Gateway, Options};
+use crate::support::gateway::{count_revisions, metric, Gateway, Options};
 use crate::support::upstream::{dead_endpoint, Upstream};
 use std::collections::HashMap;
-use std::time::Duration;
 
 fn ep(ns: &str, name: &str, endpoint: &str) -> (String, Vec<String>) {
     (format!("{ns}/{name}"), vec![format!("\"{endpoint}\"")])
 }
 
-/// Sends `n` requests over 16 keep-alive connections and counts the `x-modelgate-revision` of
-/// the answers (all must be 200).
+const SELDON_BODY: &str = r#"{"data": {"ndarray": [[1, 2, 3, 4]]}}"#;
+
+/// `n` requests (POSTs of a Seldon message when `post`) counted by the revision that answered.
 async fn revisions(
     gw: &Gateway,
     host: &str,
@@ -20,48 +20,7 @@ async fn revisions(
     n: usize,
     post: bool,
 ) -> HashMap<String, usize> {
-    let workers = 16;
-    let mut tasks = Vec::new();
-    for w in 0..workers {
-        let client = gw.client.clone();
-        let url = gw.url(path);
-        let host = host.to_string();
-        let share = n / workers + usize::from(w < n % workers);
-        tasks.push(tokio::spawn(async move {
-            let mut counts: HashMap<String, usize> = HashMap::new();
-            for _ in 0..share {
-                let req = if post {
-                    client
-                        .post(&url)
-                        .header("content-type", "application/json")
-                        .body(r#"{"data": {"ndarray": [[1, 2, 3, 4]]}}"#)
-                } else {
-                    client.get(&url)
-                };
-                let r = req
-                    .header("host", &host)
-                    .timeout(Duration::from_secs(10))
-                    .send()
-                    .await
-                    .unwrap();
-                assert_eq!(r.status(), 200);
-                let rev = r.headers()["x-modelgate-revision"]
-                    .to_str()
-                    .unwrap()
-                    .to_string();
-                r.bytes().await.unwrap();
-                *counts.entry(rev).or_default() += 1;
-            }
-            counts
-        }));
-    }
-    let mut all = HashMap::new();
-    for t in tasks {
-        for (k, v) in t.await.unwrap() {
-            *all.entry(k).or_default() += v;
-        }
-    }
-    all
+    count_revisions(gw, host, path, n, &[], post.then_some(SELDON_BODY)).await
 }
 
 fn share(counts: &HashMap<String, usize>, key: &str) -> f64 {

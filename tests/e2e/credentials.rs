@@ -4,9 +4,7 @@
 //! Kubeflow's documented curl login relies on, and the session brake. Against the real gateway
 //! and the test OpenID Connect provider (tests/oidc), set up as in `auth.rs`.
 
-use crate::auth::{
-    browser, iris_url, now, redirect_uri, sealed, setup, ADMIN, IRIS, OPEN, PASSWORD, USER,
-};
+use crate::auth::{browser, iris_url, now, sealed, setup, ADMIN, IRIS, OPEN, PASSWORD, USER};
 use crate::support::gateway::{metric, BIN};
 use serde_json::json;
 use std::process::Command;
@@ -35,10 +33,7 @@ async fn credentials_stay_with_the_gateway() {
     assert_eq!(seen.header_all("cookie"), ["a=1; b=2"]);
     assert_eq!(seen.header("kubeflow-userid"), Some(USER));
 
-    let token = s
-        .provider
-        .id_token(USER, PASSWORD, &redirect_uri(s.gw.port))
-        .await;
+    let token = s.token(USER).await;
     for bearer in [session.as_str(), token.as_str()] {
         let r =
             s.gw.get(IRIS, "/v1/models/sklearn-iris")
@@ -88,16 +83,8 @@ async fn credentials_stay_with_the_gateway() {
 #[tokio::test]
 async fn forward_credentials_passes_them_on() {
     let s = setup("  forward_credentials: true\n").await;
-    let token = s
-        .provider
-        .id_token(USER, PASSWORD, &redirect_uri(s.gw.port))
-        .await;
-    let r =
-        s.gw.get(IRIS, "/v1/models/sklearn-iris")
-            .header("authorization", format!("Bearer {token}"))
-            .send()
-            .await
-            .unwrap();
+    let token = s.token(USER).await;
+    let r = s.bearer_get(&token).await;
     assert_eq!(r.status(), 200);
     let bearer = format!("Bearer {token}");
     assert_eq!(
@@ -175,12 +162,7 @@ async fn unforwardable_user_ids_are_refused() {
                    "email": format!("{USER},{ADMIN}"), "iat": t, "exp": t + 600}),
         )
         .await;
-    let r =
-        s.gw.get(IRIS, "/v1/models/sklearn-iris")
-            .header("authorization", format!("Bearer {token}"))
-            .send()
-            .await
-            .unwrap();
+    let r = s.bearer_get(&token).await;
     assert_eq!(r.status(), 400);
     let body: serde_json::Value = r.json().await.unwrap();
     assert!(
@@ -442,12 +424,7 @@ async fn periodic_refresh_counts_for_the_refetch_rate_limit() {
                    "email": USER, "iat": t, "exp": t + 600}),
         )
         .await;
-    let r =
-        s.gw.get(IRIS, "/v1/models/sklearn-iris")
-            .header("authorization", format!("Bearer {token}"))
-            .send()
-            .await
-            .unwrap();
+    let r = s.bearer_get(&token).await;
     assert_eq!(
         r.status(),
         401,

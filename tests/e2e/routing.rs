@@ -206,6 +206,14 @@ async fn canary_split_and_tags() {
             None,
             "prev",
         ),
+        // Knative serves a tag on every form of the component's host, in-cluster ones too.
+        (
+            "latest-sklearn-iris-predictor.kserve-test.svc.cluster.local",
+            None,
+            "latest",
+        ),
+        ("prev-sklearn-iris-predictor.kserve-test.svc", None, "prev"),
+        ("latest-sklearn-iris-predictor.kserve-test", None, "latest"),
         (IRIS, Some("latest"), "latest"),
         (IRIS, Some("prev"), "prev"),
     ] {
@@ -234,40 +242,12 @@ pub async fn split(
     n: usize,
     tag: Option<&str>,
 ) -> HashMap<String, usize> {
-    let workers = 16;
-    let mut tasks = Vec::new();
-    for w in 0..workers {
-        let client = gw.client.clone();
-        let url = gw.url("/v1/models/sklearn-iris");
-        let host = host.to_string();
-        let tag = tag.map(str::to_string);
-        let share = n / workers + usize::from(w < n % workers);
-        tasks.push(tokio::spawn(async move {
-            let mut counts: HashMap<String, usize> = HashMap::new();
-            for _ in 0..share {
-                let mut req = client.get(&url).header("host", &host);
-                if let Some(t) = &tag {
-                    req = req.header("knative-serving-tag", t);
-                }
-                let r = req.send().await.unwrap();
-                assert_eq!(r.status(), 200);
-                let rev = r.headers()["x-modelgate-revision"]
-                    .to_str()
-                    .unwrap()
-                    .to_string();
-                r.bytes().await.unwrap();
-                *counts.entry(rev).or_default() += 1;
-            }
-            counts
-        }));
-    }
-    let mut all = HashMap::new();
-    for t in tasks {
-        for (k, v) in t.await.unwrap() {
-            *all.entry(k).or_default() += v;
-        }
-    }
-    all
+    let extra: Vec<(&str, &str)> = tag
+        .map(|t| ("knative-serving-tag", t))
+        .into_iter()
+        .collect();
+    crate::support::gateway::count_revisions(gw, host, "/v1/models/sklearn-iris", n, &extra, None)
+        .await
 }
 
 /// `/v1/models/{name}:explain` goes to the explainer; everything else to the predictor.

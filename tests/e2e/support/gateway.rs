@@ -299,6 +299,67 @@ impl Drop for Gateway {
     }
 }
 
+/// Sends `n` requests (a POST of `body` when there is one, else GETs) over 16 keep-alive
+/// connections, each with the `headers` given, and counts the `x-modelgate-revision` of the
+/// answers, all of which must be 200.
+pub async fn count_revisions(
+    gw: &Gateway,
+    host: &str,
+    path: &str,
+    n: usize,
+    headers: &[(&str, &str)],
+    body: Option<&'static str>,
+) -> std::collections::HashMap<String, usize> {
+    let workers = 16;
+    let mut tasks = Vec::new();
+    for w in 0..workers {
+        let client = gw.client.clone();
+        let url = gw.url(path);
+        let host = host.to_string();
+        let headers: Vec<(String, String)> = headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let share = n / workers + usize::from(w < n % workers);
+        tasks.push(tokio::spawn(async move {
+            let mut counts = std::collections::HashMap::<String, usize>::new();
+            for _ in 0..share {
+                let mut req = match body {
+                    Some(b) => client
+                        .post(&url)
+                        .header("content-type", "application/json")
+                        .body(b),
+                    None => client.get(&url),
+                };
+                for (k, v) in &headers {
+                    req = req.header(k, v);
+                }
+                let r = req
+                    .header("host", &host)
+                    .timeout(Duration::from_secs(10))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 200);
+                let rev = r.headers()["x-modelgate-revision"]
+                    .to_str()
+                    .unwrap()
+                    .to_string();
+                r.bytes().await.unwrap();
+                *counts.entry(rev).or_default() += 1;
+            }
+            counts
+        }));
+    }
+    let mut all = std::collections::HashMap::new();
+    for t in tasks {
+        for (k, v) in t.await.unwrap() {
+            *all.entry(k).or_default() += v;
+        }
+    }
+    all
+}
+
 /// The first proxy port and the admin port from the gateway's start-up line
 /// (`modelgate: listening on 127.0.0.1:P[, ...] (admin 127.0.0.1:Q)`).
 pub fn listening_ports(log: &str) -> Option<(u16, u16)> {

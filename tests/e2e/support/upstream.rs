@@ -171,6 +171,22 @@ impl Upstream {
         lock(&self.shared.requests).clone()
     }
 
+    /// Every request seen, once at least one has finished; panics after `within`.
+    pub async fn wait_requests(&self, within: Duration) -> Vec<Recorded> {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            let seen = self.requests();
+            if !seen.is_empty() {
+                return seen;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the upstream never finished a request"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Lets a response held with `x-test-hold: 1` finish. Each call lets exactly one held
     /// response finish: one waiting now, or else the next one to arrive.
     pub fn release(&self) {
