@@ -265,6 +265,7 @@ async fn unfinished_heads_are_bounded() {
         held = now;
     }
     let per_client = (held.saturating_sub(before)) * 1024 / CLIENTS as u64;
+    println!("{CLIENTS} unfinished heads: RSS {before} -> {held} KiB, {per_client} bytes each");
     assert!(
         per_client <= (head_limit as u64) * 3 / 2,
         "{per_client} bytes per client for a {head_limit}-byte head (RSS {before} -> {held} KiB)"
