@@ -87,8 +87,10 @@ fn main() {
     let shutdown = gateway::config::Shutdown {
         grace_period: Duration::ZERO,
         drain_timeout: Duration::from_secs(1),
+        upgrade_socket: None,
     };
-    let conf = gateway::server::server_conf(1, &shutdown, "loop-floor");
+    let conf =
+        gateway::server::server_conf(1, &shutdown, "loop-floor", &std::process::id().to_string());
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
     let metrics = gateway::metrics::Metrics::new();

@@ -21,6 +21,10 @@ struct Cli {
     /// (`MODELGATE_PORT` and `MODELGATE_ADMIN_PORT` move them).
     #[arg(long, short, global = true)]
     config: Option<PathBuf>,
+    /// Take the listening sockets over from the gateway running with the same config (send it
+    /// SIGQUIT once this one has started): a restart without a refused connection.
+    #[arg(long)]
+    upgrade: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -298,7 +302,7 @@ pub fn main() -> i32 {
         None => match settings(cli.config.as_deref()) {
             Ok(s) => {
                 crate::server::init_logging(&s);
-                crate::server::run(s)
+                crate::server::run(s, cli.upgrade)
             }
             Err(errors) => {
                 eprintln!("{errors}");

@@ -237,6 +237,11 @@ pub struct Shutdown {
     pub grace_period: Duration,
     #[serde(default = "default_drain", with = "humantime_serde")]
     pub drain_timeout: Duration,
+    /// The Unix socket over which a running gateway hands its listening sockets to one started
+    /// with `--upgrade` (SIGQUIT to the old one). Both must name the same path; by default it
+    /// is derived from the admin address, which no two gateways on a host share.
+    #[serde(default)]
+    pub upgrade_socket: Option<PathBuf>,
 }
 
 impl Default for Shutdown {
@@ -244,6 +249,7 @@ impl Default for Shutdown {
         Shutdown {
             grace_period: default_grace(),
             drain_timeout: default_drain(),
+            upgrade_socket: None,
         }
     }
 }

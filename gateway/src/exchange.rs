@@ -43,6 +43,8 @@ pub struct ProxySettings {
     /// How long a request body may stall between two reads.
     pub body_idle_timeout: Duration,
     pub pool: PoolLimits,
+    /// With `--upgrade`: how long a request may wait for the first route table.
+    pub ready_wait: Option<Duration>,
 }
 
 /// What one listening port is: whether it authenticates and terminates TLS, and which `Host`
@@ -98,14 +100,15 @@ impl Drain {
     pub fn start_draining(&self) {
         self.draining.store(true, Ordering::Release);
     }
-    fn enter(&self) -> InFlight<'_> {
+    /// Counts one piece of work (a request, a new connection's first head) until dropped.
+    pub fn enter(&self) -> InFlight<'_> {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         InFlight(self)
     }
 }
 
 /// One request counted as in flight until it is dropped.
-struct InFlight<'a>(&'a Drain);
+pub struct InFlight<'a>(&'a Drain);
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
@@ -260,6 +263,10 @@ impl crate::listen::Handler for Gateway {
     ) -> impl std::future::Future<Output = bool> + Send {
         self.serve_request(session, client)
     }
+
+    fn drain(&self) -> Option<&Drain> {
+        Some(&self.drain)
+    }
 }
 
 impl Gateway {
@@ -323,7 +330,16 @@ impl Gateway {
             Err(e) => return Err(GatewayError::BadHost(e.to_string()).into()),
         };
         if !self.live.is_ready() {
-            return Err(GatewayError::NotReady.into());
+            // A process that took the listening sockets over from a running one (`--upgrade`)
+            // gets connections before its first table is loaded: they wait for it rather than
+            // fail. Otherwise nothing should be sent here before `/readyz` says so.
+            let waited = match self.settings.ready_wait {
+                Some(limit) => Box::pin(self.live.wait_ready(limit)).await,
+                None => false,
+            };
+            if !waited {
+                return Err(GatewayError::NotReady.into());
+            }
         }
         // One snapshot of the table and its addresses for the whole request.
         let snapshot = self.live.current.load_full();
@@ -1377,6 +1393,7 @@ mod tests {
                     idle_per_endpoint: 1,
                     idle_timeout: Duration::from_secs(1),
                 },
+                ready_wait: None,
             },
             authn: None,
             identity_headers: [

@@ -52,6 +52,13 @@ pub trait Handler: Send + Sync + 'static {
         session: &mut ServerSession,
         client: &Client,
     ) -> impl Future<Output = bool> + Send;
+
+    /// What a drain waits for. A connection accepted as the listeners close (at shutdown, or
+    /// when a new process takes the sockets over) has not sent its request yet: it counts here
+    /// until its first head has arrived, so its request is served rather than cut.
+    fn drain(&self) -> Option<&crate::exchange::Drain> {
+        None
+    }
 }
 
 /// HTTP/2 streams a connection may leave malformed before it is closed (pingora's own budget,
@@ -180,10 +187,20 @@ impl<H: Handler> App<H> {
         // header timeout from that byte.
         let mut idle_until = Instant::now() + self.conn.header_timeout;
         let mut head_until = None;
+        let mut first = self.handler.drain().map(|d| d.enter());
         loop {
             let head = self
-                .read_head(&mut stream, &mut buf, idle_until, head_until, &mut shutdown)
+                .read_head(
+                    &mut stream,
+                    &mut buf,
+                    idle_until,
+                    head_until,
+                    first.is_some(),
+                    &mut shutdown,
+                )
                 .await;
+            // Its request is counted as in flight from here (`serve`).
+            drop(first.take());
             match head {
                 Ok(()) => {}
                 Err(NoHead::Closed) => return,
@@ -242,6 +259,7 @@ impl<H: Handler> App<H> {
         buf: &mut BytesMut,
         idle_until: Instant,
         head_until: Option<Instant>,
+        fresh: bool,
         shutdown: &mut ShutdownWatch,
     ) -> Result<(), NoHead> {
         let limits = &self.conn.head_limits;
@@ -265,13 +283,16 @@ impl<H: Handler> App<H> {
                     .clamp(1, 4096);
                 buf.reserve(room.max(2048.min(limits.head_bytes + 1)));
             }
+            // At shutdown an idle kept-alive connection is closed; a new one is waited for
+            // (its client connected to get an answer), up to its header deadline.
             let started = !buf.is_empty();
-            if !started && *shutdown.borrow() {
+            let closable = !started && !fresh;
+            if closable && *shutdown.borrow() {
                 return Err(NoHead::Closed);
             }
             let read = tokio::select! {
                 biased;
-                _ = shutdown.changed(), if !started => return Err(NoHead::Closed),
+                _ = shutdown.changed(), if closable => return Err(NoHead::Closed),
                 r = tokio::time::timeout_at(deadline.into(), stream.read_buf(buf)) => r,
             };
             match read {

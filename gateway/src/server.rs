@@ -62,13 +62,28 @@ fn start_demo() -> std::io::Result<Endpoint> {
     })
 }
 
-/// pingora's server settings for one process: `name` prefixes its pid file and upgrade socket.
-/// pingora's own grace period is the drain: it starts once the listeners have stopped (after
+/// pingora's server settings for one process: `name` prefixes its pid file. pingora's own grace
+/// period is the drain: it starts once the listeners have stopped (after
 /// `shutdown.grace_period`, see `Signals`), and the drain service ends the process as soon as
-/// nothing is in flight, so this is only the backstop.
-pub fn server_conf(threads: usize, shutdown: &Shutdown, name: &str) -> ServerConf {
+/// nothing is in flight, so this is only the backstop. The upgrade socket must be the same path
+/// for the running process and the one that takes over from it (`--upgrade`): the configured
+/// one, else one derived from `upgrade_key` (the admin address).
+pub fn server_conf(
+    threads: usize,
+    shutdown: &Shutdown,
+    name: &str,
+    upgrade_key: &str,
+) -> ServerConf {
     let tmp = std::env::temp_dir();
     let pid = std::process::id();
+    let key: String = upgrade_key
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    let upgrade_sock = match &shutdown.upgrade_socket {
+        Some(path) => path.clone(),
+        None => tmp.join(format!("{name}-upgrade-{key}.sock")),
+    };
     ServerConf {
         threads,
         // One current-thread runtime per worker instead of tokio's work-stealing pool: no
@@ -76,9 +91,9 @@ pub fn server_conf(threads: usize, shutdown: &Shutdown, name: &str) -> ServerCon
         work_stealing: false,
         grace_period_seconds: Some(shutdown.drain_timeout.as_secs() + 1),
         graceful_shutdown_timeout_seconds: Some(1),
-        // Per instance, so two gateways on one host (tests, blue/green) do not collide.
+        // Per process, so two gateways on one host (tests, blue/green) do not collide.
         pid_file: tmp.join(format!("{name}-{pid}.pid")).display().to_string(),
-        upgrade_sock: tmp.join(format!("{name}-{pid}.sock")).display().to_string(),
+        upgrade_sock: upgrade_sock.display().to_string(),
         ..ServerConf::default()
     }
 }
@@ -110,8 +125,10 @@ fn bind_port_zero(server: &Server, settings: &mut Settings) -> std::io::Result<(
     bind(&mut settings.admin)
 }
 
-/// Runs the gateway until it is told to stop; returns the process exit code.
-pub fn run(mut settings: Settings) -> i32 {
+/// Runs the gateway until it is told to stop; returns the process exit code. With `upgrade`,
+/// it first takes the listening sockets of the running gateway (which hands them over on
+/// SIGQUIT) instead of binding them.
+pub fn run(mut settings: Settings, upgrade: bool) -> i32 {
     let live = Arc::new(Live::new(Metrics::new()));
     let mut options = BuildOptions {
         overrides: settings.overrides.clone(),
@@ -131,8 +148,17 @@ pub fn run(mut settings: Settings) -> i32 {
         }
     }
 
-    let conf = server_conf(settings.threads, &settings.shutdown, "modelgate");
-    let mut server = Server::new_with_opt_and_conf(None, conf);
+    let conf = server_conf(
+        settings.threads,
+        &settings.shutdown,
+        "modelgate",
+        &settings.admin.to_string(),
+    );
+    let opt = pingora::server::configuration::Opt {
+        upgrade,
+        ..Default::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
     if let Err(e) = bind_port_zero(&server, &mut settings) {
         tracing::error!(error = %e, "cannot bind a port-0 listener");
@@ -180,6 +206,7 @@ pub fn run(mut settings: Settings) -> i32 {
                 idle_per_endpoint: settings.upstream.idle_connections,
                 idle_timeout: settings.upstream.idle_timeout,
             },
+            ready_wait: upgrade.then_some(d.header_timeout),
         },
         authn: authn.clone(),
         identity_headers,

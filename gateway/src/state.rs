@@ -29,6 +29,8 @@ pub struct Live {
     /// Fields ignored as their controller ignores them, for `/routes`.
     pub warnings: ArcSwap<Vec<ObjectError>>,
     ready: AtomicBool,
+    /// Woken when the first table is loaded (see `wait_ready`).
+    ready_notify: tokio::sync::Notify,
     pub metrics: Metrics,
 }
 
@@ -39,6 +41,7 @@ impl Live {
             errors: ArcSwap::from_pointee(Vec::new()),
             warnings: ArcSwap::from_pointee(Vec::new()),
             ready: AtomicBool::new(false),
+            ready_notify: tokio::sync::Notify::new(),
             metrics,
         }
     }
@@ -50,5 +53,16 @@ impl Live {
 
     pub fn set_ready(&self) {
         self.ready.store(true, Ordering::Release);
+        self.ready_notify.notify_waiters();
+    }
+
+    /// Waits until the first table is loaded, at most `limit`; whether it is.
+    pub async fn wait_ready(&self, limit: std::time::Duration) -> bool {
+        let notified = self.ready_notify.notified();
+        if self.is_ready() {
+            return true;
+        }
+        let _ = tokio::time::timeout(limit, notified).await;
+        self.is_ready()
     }
 }

@@ -18,3 +18,4 @@ mod routing;
 mod shutdown;
 mod slow_clients;
 mod tls;
+mod upgrade;
