@@ -1076,3 +1076,33 @@ async fn path_routes_are_authenticated() {
     let open = "/serving/public/open-model/v1/models/open-model";
     assert_eq!(send(open, None).await.unwrap().status(), 200);
 }
+
+/// Replicas share nothing but the secrets: a session from a real browser login through one
+/// gateway is accepted by a second gateway with the same cookie secret (the replica the load
+/// balancer picks next), and refused by one with another secret.
+#[tokio::test]
+async fn replicas_accept_each_others_sessions() {
+    let s = setup("").await;
+    let (_, cookie) = browser_login(&s, USER).await;
+    let other_up = Upstream::start("replica").await;
+    let replica = Gateway::start(
+        &manifests(),
+        auth_options(&s.provider.issuer(), 0, &other_up, &s.open_up, ""),
+    )
+    .await;
+    let get = |gw: &Gateway| {
+        gw.get(IRIS, "/v1/models/sklearn-iris")
+            .header("accept", "application/json")
+            .header("cookie", format!("authservice_session={cookie}"))
+            .send()
+    };
+    assert_eq!(get(&replica).await.unwrap().status(), 200);
+    assert_eq!(
+        other_up.requests().last().unwrap().header_all("kubeflow-userid"),
+        [USER]
+    );
+    let mut options = auth_options(&s.provider.issuer(), 0, &other_up, &s.open_up, "");
+    options.files[1].1 = "another-cookie-secret-0123456789abcdef-0123456789\n".into();
+    let stranger = Gateway::start(&manifests(), options).await;
+    assert_eq!(get(&stranger).await.unwrap().status(), 401);
+}
