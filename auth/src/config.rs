@@ -195,6 +195,150 @@ pub struct AuthConfig {
     /// cookies; sessions are stateless, so nothing else can revoke one before it expires).
     #[serde(default)]
     pub sessions_not_before: Option<String>,
+    /// Kubernetes service-account tokens as bearer credentials (machine-to-machine calls from
+    /// pipelines and other services, without a browser session).
+    #[serde(default)]
+    pub kubernetes_tokens: Option<KubernetesTokensConfig>,
+}
+
+/// `auth.kubernetes_tokens`: projected service-account tokens, verified against the API
+/// server's own OIDC discovery and JWKS.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KubernetesTokensConfig {
+    /// The API server's service-account issuer (`--service-account-issuer`, e.g.
+    /// `https://kubernetes.default.svc.cluster.local`): the tokens' `iss`.
+    pub issuer: String,
+    /// Where `/.well-known/openid-configuration` is served; default the issuer. In a cluster,
+    /// usually the API server itself: `https://kubernetes.default.svc`.
+    #[serde(default)]
+    pub discovery_url: Option<String>,
+    /// The audiences accepted (`audience:` of the projected token volume), e.g. `[modelgate]`.
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    /// Accept tokens for the API server's own audience too. Off: such a token (any pod's
+    /// default token) was meant for the API server, and a model server could replay it there.
+    #[serde(default)]
+    pub allow_api_audience: bool,
+    /// A bearer token for the discovery and JWKS requests (the gateway's own service-account
+    /// token, e.g. `/var/run/secrets/kubernetes.io/serviceaccount/token`), re-read each time.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// PEM CA bundle for the API server (e.g. the service account's `ca.crt`); default the
+    /// system's roots.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+}
+
+/// The validated `auth.kubernetes_tokens`.
+#[derive(Debug, Clone)]
+pub struct KubernetesTokens {
+    pub issuer: String,
+    /// No trailing slash.
+    pub discovery_url: String,
+    pub audiences: Vec<String>,
+    pub token_file: Option<PathBuf>,
+    /// The CA bundle's PEM text, read at load.
+    pub ca_pem: Option<Vec<u8>>,
+}
+
+/// What the API server calls itself as an audience: its issuer, and the in-cluster names.
+fn is_api_audience(aud: &str, issuer: &str) -> bool {
+    let aud = aud.trim_end_matches('/');
+    aud == issuer
+        || aud == "https://kubernetes.default.svc"
+        || aud.starts_with("https://kubernetes.default.svc.")
+        || aud == "api"
+}
+
+impl KubernetesTokensConfig {
+    fn validate(self, base: &Path, err: &mut dyn FnMut(&str, String)) -> Option<KubernetesTokens> {
+        let field = |f: &str| format!("kubernetes_tokens.{f}");
+        let issuer = self.issuer.trim_end_matches('/').to_owned();
+        let url_ok = |u: &str| {
+            url::Url::parse(u)
+                .ok()
+                .filter(|u| matches!(u.scheme(), "http" | "https") && u.query().is_none())
+                .is_some()
+        };
+        let mut ok = true;
+        if !url_ok(&issuer) {
+            err(
+                &field("issuer"),
+                format!("{issuer:?} is not an http(s) URL"),
+            );
+            ok = false;
+        }
+        let discovery_url = self
+            .discovery_url
+            .map(|d| d.trim_end_matches('/').to_owned())
+            .unwrap_or_else(|| issuer.clone());
+        if !url_ok(&discovery_url) {
+            err(
+                &field("discovery_url"),
+                format!("{discovery_url:?} is not an http(s) URL"),
+            );
+            ok = false;
+        }
+        if self.audiences.is_empty() {
+            err(
+                &field("audiences"),
+                "at least one is needed (the projected token's audience, e.g. modelgate)".into(),
+            );
+            ok = false;
+        }
+        for a in &self.audiences {
+            if is_api_audience(a, &issuer) && !self.allow_api_audience {
+                err(
+                    &field("audiences"),
+                    format!(
+                        "{a:?} is the API server's own audience: every pod's default token \
+                         carries it, and a model server could replay it to the API server; \
+                         use a projected token with its own audience (or set \
+                         allow_api_audience)"
+                    ),
+                );
+                ok = false;
+            }
+        }
+        let abs = |p: &Path| {
+            if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                base.join(p)
+            }
+        };
+        let ca_pem = match &self.ca_file {
+            None => None,
+            Some(p) => match std::fs::read(abs(p)) {
+                Ok(pem)
+                    if reqwest::Certificate::from_pem_bundle(&pem).is_ok_and(|c| !c.is_empty()) =>
+                {
+                    Some(pem)
+                }
+                Ok(_) => {
+                    err(
+                        &field("ca_file"),
+                        format!("{}: no PEM certificate", p.display()),
+                    );
+                    ok = false;
+                    None
+                }
+                Err(e) => {
+                    err(&field("ca_file"), format!("{}: {e}", p.display()));
+                    ok = false;
+                    None
+                }
+            },
+        };
+        ok.then(|| KubernetesTokens {
+            issuer,
+            discovery_url,
+            audiences: self.audiences,
+            token_file: self.token_file.as_deref().map(abs),
+            ca_pem,
+        })
+    }
 }
 
 /// Which unauthenticated requests get a 302 to the login page rather than a 401.
@@ -280,6 +424,7 @@ pub struct AuthSettings {
     pub forward_credentials: bool,
     /// Unix seconds: sessions issued earlier are refused.
     pub sessions_not_before: Option<u64>,
+    pub kubernetes_tokens: Option<KubernetesTokens>,
 }
 
 impl AuthSettings {
@@ -678,6 +823,10 @@ impl AuthConfig {
             }
         });
 
+        let kubernetes_tokens = self
+            .kubernetes_tokens
+            .and_then(|k| k.validate(base, &mut |f, m| err(f, m)));
+
         if !errors.is_empty() {
             return Err(errors);
         }
@@ -710,6 +859,7 @@ impl AuthConfig {
             login_redirect: self.login_redirect,
             forward_credentials: self.forward_credentials,
             sessions_not_before,
+            kubernetes_tokens,
         })
     }
 }
@@ -777,6 +927,49 @@ mod tests {
             .unwrap()
             .extend(extra.as_object().unwrap().clone());
         v
+    }
+
+    /// `kubernetes_tokens` needs an issuer URL and an audience of its own: the API server's
+    /// audience (its issuer, `https://kubernetes.default.svc...`) only when explicitly allowed.
+    #[test]
+    fn kubernetes_tokens() {
+        let k = |v: serde_json::Value| validate(with(json!({ "kubernetes_tokens": v })));
+        let issuer = "https://kubernetes.default.svc.cluster.local";
+        let s = k(json!({"issuer": issuer, "audiences": ["modelgate"]})).unwrap();
+        let kt = s.kubernetes_tokens.unwrap();
+        assert_eq!(
+            (kt.issuer.as_str(), kt.discovery_url.as_str()),
+            (issuer, issuer)
+        );
+        let with_discovery = k(json!({"issuer": issuer, "discovery_url": "https://kubernetes.default.svc/", "audiences": ["modelgate"], "token_file": "token"})).unwrap();
+        let kt = with_discovery.kubernetes_tokens.unwrap();
+        assert_eq!(kt.discovery_url, "https://kubernetes.default.svc");
+        assert_eq!(kt.token_file.unwrap(), Path::new("/etc/modelgate/token"));
+        for (v, needle) in [
+            (json!({"issuer": issuer, "audiences": []}), "at least one"),
+            (
+                json!({"issuer": issuer, "audiences": [issuer]}),
+                "API server's own audience",
+            ),
+            (
+                json!({"issuer": issuer, "audiences": ["https://kubernetes.default.svc"]}),
+                "API server's own audience",
+            ),
+            (
+                json!({"issuer": "kubernetes", "audiences": ["modelgate"]}),
+                "not an http(s) URL",
+            ),
+            (
+                json!({"issuer": issuer, "audiences": ["modelgate"], "ca_file": "/nonexistent/ca.crt"}),
+                "ca_file",
+            ),
+        ] {
+            let errors = k(v.clone()).unwrap_err();
+            assert!(errors.iter().any(|e| e.contains(needle)), "{v}: {errors:?}");
+        }
+        assert!(
+            k(json!({"issuer": issuer, "audiences": [issuer], "allow_api_audience": true})).is_ok()
+        );
     }
 
     /// Omitted keys take oidc-authservice's Kubeflow defaults; the issuer is split for proxying.

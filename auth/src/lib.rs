@@ -7,6 +7,7 @@ pub mod decide;
 pub mod flow;
 pub mod headers;
 pub mod jwt;
+pub mod kubernetes;
 pub mod paths;
 pub mod provider;
 pub mod session;

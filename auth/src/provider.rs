@@ -153,9 +153,23 @@ pub async fn discover(http: &reqwest::Client, issuer: &str) -> Result<ProviderMe
 /// [`Jwks::parse`] is what decides which keys `jwt::verify` may use, and it should see the
 /// document exactly as published (openidconnect would also insist on a JSON content type).
 pub async fn fetch_jwks(http: &reqwest::Client, jwks_uri: &str) -> Result<Jwks, String> {
-    let response = http
+    fetch_jwks_as(http, jwks_uri, None).await
+}
+
+/// [`fetch_jwks`] with a bearer token (the Kubernetes API server's JWKS needs one unless it
+/// lets anonymous requests read it).
+pub async fn fetch_jwks_as(
+    http: &reqwest::Client,
+    jwks_uri: &str,
+    bearer: Option<&str>,
+) -> Result<Jwks, String> {
+    let mut request = http
         .get(jwks_uri)
-        .header(reqwest::header::ACCEPT, "application/json")
+        .header(reqwest::header::ACCEPT, "application/json");
+    if let Some(token) = bearer {
+        request = request.bearer_auth(token);
+    }
+    let response = request
         .send()
         .await
         .map_err(|e| format!("JWKS {jwks_uri}: {}", error_chain(&e)))?;
@@ -181,6 +195,55 @@ pub async fn fetch_jwks(http: &reqwest::Client, jwks_uri: &str) -> Result<Jwks, 
         ));
     }
     Jwks::parse(&body).map_err(|e| format!("JWKS {jwks_uri}: {e}"))
+}
+
+/// The Kubernetes API server's service-account issuer discovery
+/// (`{base}/.well-known/openid-configuration`): its `jwks_uri`, after checking that the document
+/// names `issuer` exactly. Read by hand rather than through openidconnect, whose provider
+/// metadata requires an authorization endpoint, which the API server's document does not have.
+pub async fn kubernetes_jwks_uri(
+    http: &reqwest::Client,
+    base: &str,
+    issuer: &str,
+    bearer: Option<&str>,
+) -> Result<String, String> {
+    let url = format!("{base}/.well-known/openid-configuration");
+    let mut request = http
+        .get(&url)
+        .header(reqwest::header::ACCEPT, "application/json");
+    if let Some(token) = bearer {
+        request = request.bearer_auth(token);
+    }
+    let response = request
+        .send()
+        .await
+        .map_err(|e| format!("discovery {url}: {}", error_chain(&e)))?;
+    let status = response.status();
+    if !status.is_success() {
+        return Err(format!("discovery {url}: HTTP {status}"));
+    }
+    let body = response
+        .bytes()
+        .await
+        .map_err(|e| format!("discovery {url}: {}", error_chain(&e)))?;
+    if body.len() > MAX_JWKS_BYTES {
+        return Err(format!(
+            "discovery {url}: larger than {MAX_JWKS_BYTES} bytes"
+        ));
+    }
+    #[derive(serde::Deserialize)]
+    struct Doc {
+        issuer: String,
+        jwks_uri: String,
+    }
+    let doc: Doc = serde_json::from_slice(&body).map_err(|e| format!("discovery {url}: {e}"))?;
+    if doc.issuer != issuer {
+        return Err(format!(
+            "discovery {url}: document names issuer {:?}, not {issuer:?}",
+            doc.issuer
+        ));
+    }
+    Ok(doc.jwks_uri)
 }
 
 /// An openidconnect client for the token endpoint, with the secret if there is one (sent as

@@ -33,6 +33,144 @@ fn random64() -> [u8; 64] {
 /// How long an unknown `kid` waits before it may trigger another JWKS fetch.
 const MIN_REFETCH: Duration = Duration::from_secs(10);
 
+/// Kubernetes service-account tokens (`auth.kubernetes_tokens`), verified against the API
+/// server's own issuer discovery and JWKS, with the same key cache and the same checks as the
+/// Dex tokens (signature, `iss`, an accepted audience, `exp`/`nbf`).
+struct KubeTokens {
+    settings: auth::config::KubernetesTokens,
+    http: reqwest::Client,
+    jwks_uri: ArcSwapOption<String>,
+    keys: KeyCache,
+    params: VerifyParams,
+}
+
+impl KubeTokens {
+    fn new(settings: auth::config::KubernetesTokens, leeway: Duration) -> Self {
+        let mut http = reqwest::Client::builder()
+            .use_rustls_tls()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(10));
+        // Checked to parse when the config was loaded.
+        for cert in settings
+            .ca_pem
+            .as_deref()
+            .and_then(|pem| reqwest::Certificate::from_pem_bundle(pem).ok())
+            .unwrap_or_default()
+        {
+            http = http.add_root_certificate(cert);
+        }
+        let params = VerifyParams {
+            issuer: settings.issuer.clone(),
+            audiences: settings.audiences.clone(),
+            leeway_secs: leeway.as_secs(),
+            userid_claim: "sub".into(),
+            userid_prefix: String::new(),
+            groups_claim: "groups".into(),
+        };
+        KubeTokens {
+            http: http.build().expect("the rustls HTTP client builds"),
+            jwks_uri: ArcSwapOption::empty(),
+            keys: KeyCache::new(MIN_REFETCH),
+            params,
+            settings,
+        }
+    }
+
+    /// The gateway's own token for the API server, read each time (kubelet rotates it).
+    fn bearer(&self) -> Option<String> {
+        let path = self.settings.token_file.as_ref()?;
+        std::fs::read_to_string(path)
+            .ok()
+            .map(|t| t.trim().to_string())
+    }
+
+    fn is_ready(&self) -> bool {
+        self.jwks_uri.load().is_some() && !self.keys.keys().is_empty()
+    }
+
+    /// One step towards ready: discovery, then the first key fetch.
+    async fn step(&self) -> Result<(), String> {
+        let bearer = self.bearer();
+        match self.jwks_uri.load_full() {
+            None => {
+                let uri = provider::kubernetes_jwks_uri(
+                    &self.http,
+                    &self.settings.discovery_url,
+                    &self.settings.issuer,
+                    bearer.as_deref(),
+                )
+                .await?;
+                self.jwks_uri.store(Some(Arc::new(uri)));
+            }
+            Some(uri) => {
+                let keys = provider::fetch_jwks_as(&self.http, &uri, bearer.as_deref()).await?;
+                self.keys.replace(keys);
+            }
+        }
+        Ok(())
+    }
+
+    async fn refresh(&self) -> Result<usize, String> {
+        let uri = self
+            .jwks_uri
+            .load_full()
+            .ok_or("API server not discovered yet")?;
+        let bearer = self.bearer();
+        self.keys
+            .refresh(now(), || {
+                provider::fetch_jwks_as(&self.http, &uri, bearer.as_deref())
+            })
+            .await
+    }
+
+    async fn verify(&self, token: &str, now: u64) -> Result<Identity, String> {
+        let uri = self.jwks_uri.load_full();
+        let bearer = self.bearer();
+        let fetch = || async move {
+            match uri {
+                Some(u) => provider::fetch_jwks_as(&self.http, &u, bearer.as_deref()).await,
+                None => Err("API server not discovered yet".to_string()),
+            }
+        };
+        let verified = self
+            .keys
+            .verify(token, &self.params, now, fetch)
+            .await
+            .map_err(|e| e.to_string())?;
+        auth::kubernetes::service_account_identity(&verified.user)
+            .ok_or_else(|| "the token's subject is not a service account".to_string())
+    }
+
+    /// Discovery and the first keys with backoff, then a key refresh every `refresh`.
+    async fn run(&self, refresh: Duration, mut shutdown: ShutdownWatch) {
+        let mut backoff = Duration::from_millis(250);
+        while !self.is_ready() {
+            if let Err(e) = self.step().await {
+                tracing::warn!(issuer = %self.settings.issuer, error = %e, retry_in = ?backoff, "Kubernetes API server's service-account keys not reachable yet");
+                tokio::select! {
+                    _ = shutdown.changed() => return,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+        }
+        tracing::info!(issuer = %self.settings.issuer, kids = ?self.keys.keys().kids(), "Kubernetes service-account tokens accepted");
+        let mut tick = tokio::time::interval(refresh);
+        tick.reset();
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = tick.tick() => {
+                    if let Err(e) = self.refresh().await {
+                        tracing::warn!(error = %e, "service-account JWKS refresh failed; keeping the cached keys");
+                    }
+                }
+            }
+        }
+    }
+}
+
 pub struct Authn {
     pub settings: AuthSettings,
     codec: SessionCodec,
@@ -40,6 +178,8 @@ pub struct Authn {
     meta: ArcSwapOption<ProviderMetadata>,
     keys: KeyCache,
     params: VerifyParams,
+    /// With `auth.kubernetes_tokens`: the API server's service-account token verifier.
+    kube: Option<KubeTokens>,
     /// The provider as an upstream, for `{issuer_path}/` requests (the Dex login pages).
     pub provider_target: Arc<Target>,
 }
@@ -86,7 +226,12 @@ impl Authn {
                 upstream_host: None,
             }],
         });
+        let kube = settings
+            .kubernetes_tokens
+            .clone()
+            .map(|k| KubeTokens::new(k, settings.leeway));
         Authn {
+            kube,
             codec,
             http: provider::http_client(),
             meta: ArcSwapOption::empty(),
@@ -97,9 +242,12 @@ impl Authn {
         }
     }
 
-    /// Discovery has succeeded and keys are loaded.
+    /// Discovery has succeeded and keys are loaded (for the API server's tokens too, when
+    /// they are accepted).
     pub fn is_ready(&self) -> bool {
-        self.meta.load().is_some() && !self.keys.keys().is_empty()
+        self.meta.load().is_some()
+            && !self.keys.keys().is_empty()
+            && self.kube.as_ref().is_none_or(KubeTokens::is_ready)
     }
 
     /// The first key fetch, before the gateway is ready (no request can be waiting on a
@@ -128,7 +276,19 @@ impl Authn {
     /// Background work: discovery and the first key fetch with backoff (the gateway is not
     /// ready until both succeed), then a key refresh every `jwks_refresh`. Failures are logged
     /// and the last good state is kept.
-    pub async fn run(&self, mut shutdown: ShutdownWatch) {
+    pub async fn run(&self, shutdown: ShutdownWatch) {
+        match &self.kube {
+            Some(k) => {
+                tokio::join!(
+                    self.run_provider(shutdown.clone()),
+                    k.run(self.settings.jwks_refresh, shutdown)
+                );
+            }
+            None => self.run_provider(shutdown).await,
+        }
+    }
+
+    async fn run_provider(&self, mut shutdown: ShutdownWatch) {
         let mut backoff = Duration::from_millis(250);
         loop {
             let step = if self.meta.load().is_none() {
@@ -139,7 +299,7 @@ impl Authn {
                 self.fetch_keys().await
             };
             match step {
-                Ok(()) if self.is_ready() => {
+                Ok(()) if self.meta.load().is_some() && !self.keys.keys().is_empty() => {
                     tracing::info!(issuer = %self.settings.issuer, kids = ?self.keys.keys().kids(), "OpenID Connect provider ready");
                     break;
                 }
@@ -171,6 +331,13 @@ impl Authn {
     /// Verifies a bearer JWT; an unknown `kid` triggers one (single-flight, rate-limited)
     /// refetch of the keys.
     pub async fn verify_jwt(&self, token: &str, now: u64) -> Result<Identity, String> {
+        // A token of the API server's issuer is a service account's (its verifier checks the
+        // issuer again, with the signature); every other one is the provider's.
+        if let Some(k) = &self.kube {
+            if auth::kubernetes::peek_issuer(token).as_deref() == Some(&k.settings.issuer) {
+                return k.verify(token, now).await;
+            }
+        }
         self.verify(token, now)
             .await
             .map(|v| Identity {

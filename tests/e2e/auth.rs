@@ -1098,11 +1098,116 @@ async fn replicas_accept_each_others_sessions() {
     };
     assert_eq!(get(&replica).await.unwrap().status(), 200);
     assert_eq!(
-        other_up.requests().last().unwrap().header_all("kubeflow-userid"),
+        other_up
+            .requests()
+            .last()
+            .unwrap()
+            .header_all("kubeflow-userid"),
         [USER]
     );
     let mut options = auth_options(&s.provider.issuer(), 0, &other_up, &s.open_up, "");
     options.files[1].1 = "another-cookie-secret-0123456789abcdef-0123456789\n".into();
     let stranger = Gateway::start(&manifests(), options).await;
     assert_eq!(get(&stranger).await.unwrap().status(), 401);
+}
+
+/// Kubernetes service-account tokens (`auth.kubernetes_tokens`), against a fake API server that
+/// serves issuer discovery and JWKS the way the real one does (behind a reader token): a
+/// projected token for `modelgate` passes as `system:serviceaccount:{ns}:{name}` with the
+/// service-account groups, which policies can name; the API server's own audience, another
+/// audience, an expired token, a forged signature, a subject that is no service account and an
+/// unknown key all get 401; a Dex token still works beside them.
+#[tokio::test]
+async fn service_account_tokens() {
+    use crate::support::kube::FakeApiServer;
+    let api = FakeApiServer::start().await;
+    let port = free_port();
+    let provider = OidcProvider::start(&[redirect_uri(port)]).await;
+    let up = Upstream::start("iris").await;
+    let open_up = Upstream::start("open").await;
+    let extra = format!(
+        "  kubernetes_tokens: {{issuer: \"{}\", audiences: [modelgate], token_file: reader-token}}\n  policies:\n    - {{namespace: restricted, groups: [\"system:serviceaccounts:restricted\"]}}\n",
+        api.url
+    );
+    let mut options = auth_options(&provider.issuer(), port, &up, &open_up, "");
+    // The policies above replace the default ones (public open, restricted to ADMIN).
+    options.extra = options
+        .extra
+        .replace(
+            &format!("  policies:\n    - {{namespace: public, disabled: true}}\n    - {{namespace: restricted, users: [{ADMIN}]}}\n"),
+            "",
+        )
+        + &extra;
+    options
+        .files
+        .push(("reader-token".into(), format!("{}\n", api.reader_token)));
+    let gw = Gateway::start(&manifests(), options).await;
+    let call = |host: &'static str, token: String| {
+        gw.get(host, "/v1/models/m")
+            .header("accept", "application/json")
+            .header("authorization", format!("Bearer {token}"))
+            .send()
+    };
+
+    let token = api.token("kserve-test", "pipeline", "modelgate", |_| {});
+    let r = call(IRIS, token).await.unwrap();
+    assert_eq!(r.status(), 200, "{:?}", r.text().await);
+    let seen = up.requests().last().unwrap().clone();
+    assert_eq!(
+        seen.header_all("kubeflow-userid"),
+        ["system:serviceaccount:kserve-test:pipeline"]
+    );
+    assert_eq!(
+        seen.header_all("kubeflow-groups"),
+        ["system:serviceaccounts,system:serviceaccounts:kserve-test,system:authenticated"]
+    );
+    // Policies name service accounts by their groups: only the namespace's own may call.
+    let own = api.token("restricted", "runner", "modelgate", |_| {});
+    assert_eq!(call(SECRET, own).await.unwrap().status(), 200);
+    let other = api.token("kserve-test", "pipeline", "modelgate", |_| {});
+    assert_eq!(call(SECRET, other).await.unwrap().status(), 403);
+
+    let now = now() as i64;
+    let bad: Vec<(&str, String)> = vec![
+        (
+            "the API server's audience",
+            api.token("kserve-test", "p", &api.url, |_| {}),
+        ),
+        (
+            "another audience",
+            api.token("kserve-test", "p", "vault", |_| {}),
+        ),
+        (
+            "expired",
+            api.token("kserve-test", "p", "modelgate", |c| {
+                c["exp"] = (now - 3600).into();
+                c["iat"] = (now - 7200).into();
+                c["nbf"] = (now - 7200).into();
+            }),
+        ),
+        (
+            "not a service account",
+            api.token("kserve-test", "p", "modelgate", |c| {
+                c["sub"] = "system:node:worker-1".into()
+            }),
+        ),
+        ("forged signature", {
+            let t = api.token("kserve-test", "p", "modelgate", |_| {});
+            let (head, _) = t.rsplit_once('.').unwrap();
+            format!("{head}.{}", "A".repeat(86))
+        }),
+        ("unknown key", {
+            let other = FakeApiServer::start().await;
+            other.token("kserve-test", "p", "modelgate", |c| {
+                c["iss"] = api.url.clone().into()
+            })
+        }),
+    ];
+    for (what, token) in bad {
+        let r = call(IRIS, token).await.unwrap();
+        assert_eq!(r.status(), 401, "{what}");
+    }
+    // The Dex bearer path is unchanged beside it.
+    let dex = provider.id_token(USER, PASSWORD, &redirect_uri(port)).await;
+    assert_eq!(call(IRIS, dex).await.unwrap().status(), 200);
 }

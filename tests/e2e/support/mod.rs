@@ -4,6 +4,7 @@
 pub mod gateway;
 pub mod h2raw;
 pub mod install;
+pub mod kube;
 pub mod manifest;
 pub mod oidc;
 pub mod raw_upstream;

@@ -1,0 +1,99 @@
+//! Kubernetes service-account tokens as bearer credentials: which verifier a bearer token is
+//! for, and the identity a verified one proves, as the API server's authenticator derives it.
+
+use crate::session::Identity;
+use base64::Engine;
+
+/// The token's `iss`, read without verifying anything: only to choose the verifier (the Dex
+/// one or the API server's), which then checks the signature and the issuer itself.
+pub fn peek_issuer(token: &str) -> Option<String> {
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    #[derive(serde::Deserialize)]
+    struct Claims {
+        iss: Option<String>,
+    }
+    serde_json::from_slice::<Claims>(&bytes).ok()?.iss
+}
+
+/// `system:serviceaccount:{namespace}:{name}` → that user, in the groups Kubernetes puts every
+/// service account in: `system:serviceaccounts`, `system:serviceaccounts:{namespace}` and
+/// `system:authenticated`. Anything else (a token of the same issuer for something that is not
+/// a service account) proves nothing here.
+pub fn service_account_identity(sub: &str) -> Option<Identity> {
+    let rest = sub.strip_prefix("system:serviceaccount:")?;
+    let (namespace, name) = rest.split_once(':')?;
+    let label = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 253
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+            && !s.starts_with(['-', '.'])
+            && !s.ends_with(['-', '.'])
+    };
+    if !label(namespace) || namespace.contains('.') || !label(name) {
+        return None;
+    }
+    Some(Identity {
+        user: sub.to_string(),
+        groups: vec![
+            "system:serviceaccounts".into(),
+            format!("system:serviceaccounts:{namespace}"),
+            "system:authenticated".into(),
+        ],
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token(claims: &str) -> String {
+        let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+        format!("{}.{}.sig", b64(r#"{"alg":"RS256"}"#), b64(claims))
+    }
+
+    #[test]
+    fn issuers_are_peeked() {
+        assert_eq!(
+            peek_issuer(&token(
+                r#"{"iss":"https://kubernetes.default.svc.cluster.local"}"#
+            ))
+            .as_deref(),
+            Some("https://kubernetes.default.svc.cluster.local")
+        );
+        assert_eq!(peek_issuer(&token(r#"{"sub":"x"}"#)), None);
+        for bad in ["", "a", "a.!!!.c", "a.e30"] {
+            assert_eq!(peek_issuer(bad), None, "{bad}");
+        }
+    }
+
+    /// Only `system:serviceaccount:{ns}:{name}` with valid names is a service account.
+    #[test]
+    fn service_account_identities() {
+        let id = service_account_identity("system:serviceaccount:kserve-test:pipeline").unwrap();
+        assert_eq!(id.user, "system:serviceaccount:kserve-test:pipeline");
+        assert_eq!(
+            id.groups,
+            [
+                "system:serviceaccounts",
+                "system:serviceaccounts:kserve-test",
+                "system:authenticated"
+            ]
+        );
+        for bad in [
+            "user@example.com",
+            "system:serviceaccount:kserve-test",
+            "system:serviceaccount::name",
+            "system:serviceaccount:ns:",
+            "system:serviceaccount:Ns:name",
+            "system:serviceaccount:ns:name,admins",
+            "system:serviceaccount:a.b:name",
+            "system:node:worker-1",
+        ] {
+            assert_eq!(service_account_identity(bad), None, "{bad}");
+        }
+    }
+}
