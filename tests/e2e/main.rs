@@ -7,6 +7,7 @@ mod auth;
 mod cli;
 mod controllers;
 mod credentials;
+mod deploy;
 mod failures;
 mod hardening;
 mod http2;

