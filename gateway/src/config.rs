@@ -491,11 +491,14 @@ impl Config {
             );
         }
 
+        // Absolute, so that the paths the file watcher reports (always absolute) and those the
+        // directory read lists are the same paths (the settle time goes by them).
         let route_dir = if self.routes.directory.is_absolute() {
             self.routes.directory.clone()
         } else {
             base.join(&self.routes.directory)
         };
+        let route_dir = std::path::absolute(&route_dir).unwrap_or(route_dir);
         if !route_dir.is_dir() {
             err(
                 "routes.directory".into(),

@@ -420,6 +420,8 @@ impl Gateway {
         let tls = client.listener.tls;
         match authn.decide(&facts, crate::authn::now()).await {
             Decision::Provider => {
+                // The provider's own pages go as they came, whatever route a path matched.
+                ctx.strip = 0;
                 ctx.target = Some(authn.provider_target.clone());
                 ctx.provider = true;
                 Ok(true)

@@ -199,8 +199,6 @@ impl<H: Handler> App<H> {
                     &mut shutdown,
                 )
                 .await;
-            // Its request is counted as in flight from here (`serve`).
-            drop(first.take());
             match head {
                 Ok(()) => {}
                 Err(NoHead::Closed) => return,
@@ -230,6 +228,9 @@ impl<H: Handler> App<H> {
             session.set_keepalive(Some(self.conn.keepalive_timeout.as_secs().max(1)));
             session.set_read_timeout(Some(self.conn.body_idle_timeout));
             session.set_total_drain_timeout(Some(self.conn.body_idle_timeout));
+            // The request counts as in flight from the first poll of `serve`, with no await in
+            // between: the new connection's count ends here.
+            drop(first.take());
             let keep = self.handler.serve(&mut session, client).await;
             if !keep || *shutdown.borrow() {
                 session.set_keepalive(None);

@@ -76,13 +76,20 @@ pub fn server_conf(
 ) -> ServerConf {
     let tmp = std::env::temp_dir();
     let pid = std::process::id();
-    let key: String = upgrade_key
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-        .collect();
+    // An admin port of 0 names nothing stable: such a gateway's socket is its own (an upgrade
+    // then needs `shutdown.upgrade_socket`).
+    let key: String = match upgrade_key.ends_with(":0") {
+        true => format!("pid-{pid}"),
+        false => upgrade_key
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .collect(),
+    };
     let upgrade_sock = match &shutdown.upgrade_socket {
         Some(path) => path.clone(),
-        None => tmp.join(format!("{name}-upgrade-{key}.sock")),
+        None => private_dir()
+            .unwrap_or_else(|| tmp.clone())
+            .join(format!("{name}-upgrade-{key}.sock")),
     };
     ServerConf {
         threads,
@@ -96,6 +103,26 @@ pub fn server_conf(
         upgrade_sock: upgrade_sock.display().to_string(),
         ..ServerConf::default()
     }
+}
+
+/// A directory no other user can write, for the upgrade socket: whoever can create that socket
+/// first is handed the listening sockets on SIGQUIT. `$XDG_RUNTIME_DIR` (per user, 0700), else
+/// `$TMPDIR/modelgate-{uid}`, created 0700 and used only when this user owns it and nobody else
+/// may write it.
+fn private_dir() -> Option<std::path::PathBuf> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    if let Some(dir) = std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
+        return Some(dir.into());
+    }
+    let uid = std::fs::metadata("/proc/self").ok()?.uid();
+    let dir = std::env::temp_dir().join(format!("modelgate-{uid}"));
+    let _ = std::fs::DirBuilder::new().mode(0o700).create(&dir);
+    let meta = std::fs::symlink_metadata(&dir).ok()?;
+    let private = meta.is_dir() && meta.uid() == uid && meta.permissions().mode() & 0o022 == 0;
+    if !private {
+        tracing::warn!(dir = %dir.display(), "not a private directory; the upgrade socket goes to the temporary directory");
+    }
+    private.then_some(dir)
 }
 
 /// Binds every listener and the admin address that ask for port 0, here, before anything is

@@ -93,6 +93,28 @@ impl PathTemplate {
                 }
             }
         }
+        // Each field is a whole path segment: ns and name are DNS labels (no '/'), so two
+        // objects can never render the same prefix (`{{.Namespace}}{{.Name}}` could: `ab`+`c`
+        // and `a`+`bc`).
+        for (i, part) in parts.iter().enumerate() {
+            if matches!(part, TemplatePart::Namespace | TemplatePart::Name) {
+                let before = match i.checked_sub(1).map(|j| &parts[j]) {
+                    Some(TemplatePart::Text(t)) => t.ends_with('/'),
+                    _ => false,
+                };
+                let after = match parts.get(i + 1) {
+                    Some(TemplatePart::Text(t)) => t.is_empty() || t.starts_with('/'),
+                    None => true,
+                    _ => false,
+                };
+                if !before || !after {
+                    return Err(format!(
+                        "{template:?}: {{{{ .Namespace }}}} and {{{{ .Name }}}} must each be a whole \
+                         path segment"
+                    ));
+                }
+            }
+        }
         for needed in [TemplatePart::Namespace, TemplatePart::Name] {
             if !parts.contains(&needed) {
                 return Err(format!(
@@ -220,6 +242,9 @@ struct Held {
     version: Version,
     /// The last good routes; `None` while the object never was ready, or is stopped.
     routes: Option<Arc<ObjectRoutes>>,
+    /// `serving.kserve.io/stop`: no routes on purpose (a copy that is only not ready yet does
+    /// not hide an older copy's routes; a stopped one does).
+    stopped: bool,
 }
 
 /// Below this many changed files the work stays on the calling thread: the usual reload
@@ -390,6 +415,8 @@ impl Catalog {
             objects.extend(found.into_iter().map(|(prefix, obj)| (i, prefix, obj)));
         }
         let mut held: Vec<Held> = Vec::new();
+        // Each held copy's own errors and warnings, reported only for the copy that is kept.
+        let mut copy_errors: Vec<Vec<ObjectError>> = Vec::new();
         for (i, prefix, obj) in &objects {
             let converted = match objects::convert(obj, prefix, &self.options) {
                 Parsed::Ignored => continue,
@@ -423,23 +450,26 @@ impl Catalog {
                     continue;
                 }
                 held.remove(at);
+                copy_errors.remove(at);
             }
-            errors.extend(
+            copy_errors.push(
                 converted
                     .errors
                     .into_iter()
-                    .map(|e| ObjectError::new(path, object, e)),
-            );
-            errors.extend(
-                converted
-                    .warnings
-                    .into_iter()
-                    .map(|e| ObjectError::warning(path, object, e)),
+                    .map(|e| ObjectError::new(path, object, e))
+                    .chain(
+                        converted
+                            .warnings
+                            .into_iter()
+                            .map(|e| ObjectError::warning(path, object, e)),
+                    )
+                    .collect(),
             );
             let last_good = || {
                 prev.get(&(converted.kind, &converted.isvc))
                     .and_then(|h| h.routes.clone())
             };
+            let stopped = matches!(converted.state, State::Stopped);
             let routes = match converted.state {
                 State::Routes(r) => Some(Arc::new(r)),
                 State::Stopped => None,
@@ -451,8 +481,10 @@ impl Catalog {
                 created: converted.created,
                 version: converted.version,
                 routes,
+                stopped,
             });
         }
+        errors.extend(copy_errors.into_iter().flatten());
         held
     }
 
@@ -508,36 +540,66 @@ impl Catalog {
 }
 
 /// One copy of every object: where the source holds several (in different files), the newest
-/// whole, never a mix, and an error on each of the others. In path order.
+/// whole, never a mix, and an error on each of the others. A newest copy that has no routes
+/// only because it is not ready yet (or invalid) does not take the object's routes away: the
+/// newest copy that has routes is used whole until it is ready (a stopped one does). In path
+/// order.
 fn newest<'a>(
     files: &'a BTreeMap<String, FileState>,
     errors: &mut Vec<ObjectError>,
 ) -> Vec<(&'a str, &'a Held)> {
-    let mut chosen: Vec<(&str, &Held)> = Vec::new();
-    let mut at: HashMap<(Kind, &IsvcRef), usize> = HashMap::new();
+    let mut order: Vec<(Kind, &IsvcRef)> = Vec::new();
+    let mut copies: HashMap<(Kind, &IsvcRef), Vec<(&str, &Held)>> = HashMap::new();
     for (path, file) in files {
         for h in &file.held {
-            let Some(&i) = at.get(&(h.kind, &h.isvc)) else {
-                at.insert((h.kind, &h.isvc), chosen.len());
-                chosen.push((path, h));
+            let key = (h.kind, &h.isvc);
+            let list = copies.entry(key).or_default();
+            if list.is_empty() {
+                order.push(key);
+            }
+            list.push((path.as_str(), h));
+        }
+    }
+    let mut chosen = Vec::with_capacity(order.len());
+    for key in order {
+        let list = &copies[&key];
+        // The first of the highest version (ties go to path order).
+        let best = |f: &dyn Fn(&Held) -> bool| {
+            list.iter()
+                .filter(|(_, h)| f(h))
+                .fold(None, |best: Option<&(&str, &Held)>, c| match best {
+                    Some(b) if b.1.version.key() >= c.1.version.key() => Some(b),
+                    _ => Some(c),
+                })
+                .copied()
+        };
+        let Some(newest) = best(&|_| true) else {
+            continue;
+        };
+        let used = match newest.1 {
+            h if h.routes.is_none() && !h.stopped => {
+                best(&|h| h.routes.is_some()).unwrap_or(newest)
+            }
+            _ => newest,
+        };
+        for &(path, h) in list {
+            if std::ptr::eq(h, used.1) {
                 continue;
-            };
-            let (kept_path, kept) = chosen[i];
-            let (loser_path, loser, winner_path, winner) = if h.version.key() > kept.version.key() {
-                chosen[i] = (path, h);
-                (kept_path, kept, path.as_str(), h)
-            } else {
-                (path.as_str(), h, kept_path, kept)
-            };
+            }
+            let mut message = duplicate_message(&h.version, &used.1.version, used.0);
+            if std::ptr::eq(h, newest.1) {
+                message.push_str(" until it is ready (it has no routes yet)");
+            }
             errors.push(ObjectError::new(
-                loser_path,
-                Some(&loser.isvc),
+                path,
+                Some(&h.isvc),
                 FieldError {
                     field: None,
-                    message: duplicate_message(&loser.version, &winner.version, winner_path),
+                    message,
                 },
             ));
         }
+        chosen.push(used);
     }
     chosen
 }

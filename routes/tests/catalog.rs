@@ -294,6 +294,26 @@ fn copies_of_one_object() {
     assert!(
         revisions(&out.table).contains(&("a.ml.example.com".into(), "a-predictor-00002".into()))
     );
+    // A newer copy that is not ready yet does not take the routes away: the newest copy that
+    // has routes is used whole until it is ready.
+    let not_ready = versioned("1100", 4, "a-predictor-00003", "nr.ml.example.com")
+        .replace("status: \"True\"", "status: \"False\"");
+    let mut c = Catalog::new(BuildOptions::default());
+    let out = c.apply(&[file("a.yaml", &new), file("b.yaml", &not_ready)]);
+    assert_eq!(
+        messages(&out),
+        ["b.yaml: ml/a: duplicate: another copy of this object (resourceVersion 1000, generation 3, in a.yaml) is used whole; this copy (resourceVersion 1100, generation 4) is ignored until it is ready (it has no routes yet)"]
+    );
+    assert!(
+        revisions(&out.table).contains(&("a.ml.example.com".into(), "a-predictor-00002".into()))
+    );
+    // Only the kept copy's own errors are reported.
+    let broken = versioned("800", 1, "a-predictor-00001", "b.ml.example.com")
+        .replace("percent: 100", "percent: 50");
+    let mut c = Catalog::new(BuildOptions::default());
+    let out = c.apply(&[file("x.yaml", &format!("{broken}---\n{new}"))]);
+    assert_eq!(out.errors.len(), 1, "{:?}", messages(&out));
+    assert!(messages(&out)[0].contains("duplicate"));
     // Identical copies without versions: the first in path order, still reported.
     let mut c = Catalog::new(BuildOptions::default());
     let same = isvc("a", "2023-01-01T00:00:00Z", "a-predictor-00001", "True");
@@ -550,7 +570,8 @@ fn path_template_routes() {
     assert!(t.hosts().keys().all(|h| !h.starts_with('/')));
 }
 
-/// What a pathTemplate may be: a plain path naming both the namespace and the name.
+/// What a pathTemplate may be: a plain path naming both the namespace and the name, each a
+/// whole segment (so that no two objects render the same prefix).
 #[test]
 fn path_templates() {
     let ok = |t: &str| routes::PathTemplate::parse(t).map(|t| t.render("ns", "m"));
@@ -559,8 +580,8 @@ fn path_templates() {
         Ok("/serving/ns/m")
     );
     assert_eq!(
-        ok("/{{.Name}}-in-{{.Namespace}}/").as_deref(),
-        Ok("/m-in-ns")
+        ok("/models/{{.Name}}/in/{{.Namespace}}/").as_deref(),
+        Ok("/models/m/in/ns")
     );
     for bad in [
         "serving/{{ .Namespace }}/{{ .Name }}",
@@ -571,6 +592,9 @@ fn path_templates() {
         "/a/../{{ .Namespace }}/{{ .Name }}",
         "/a b/{{ .Namespace }}/{{ .Name }}",
         "/a%2F/{{ .Namespace }}/{{ .Name }}",
+        "/serving/{{ .Namespace }}{{ .Name }}",
+        "/serving/{{ .Namespace }}/m-{{ .Name }}",
+        "/{{.Name}}-in-{{.Namespace}}",
     ] {
         assert!(ok(bad).is_err(), "{bad}");
     }

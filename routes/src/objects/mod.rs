@@ -390,8 +390,9 @@ impl Cx<'_> {
 /// whatever the cluster domain. A host without `.svc` is returned alone.
 fn cluster_local_forms(host: &str) -> Vec<String> {
     let mut forms = vec![host.to_string()];
+    // The last `.svc.`: a namespace may itself be called `svc`.
     let cut = host
-        .find(".svc.")
+        .rfind(".svc.")
         .or_else(|| host.strip_suffix(".svc").map(str::len));
     if let Some(i) = cut {
         let short = &host[..i];
@@ -456,6 +457,10 @@ mod tests {
         );
         assert_eq!(cluster_local_forms("m.ns.svc.corp.internal")[2], "m.ns");
         assert_eq!(cluster_local_forms("m.ns.svc"), ["m.ns.svc", "m.ns"]);
+        assert_eq!(
+            cluster_local_forms("m.svc.svc.cluster.local"),
+            ["m.svc.svc.cluster.local", "m.svc.svc", "m.svc"]
+        );
         assert_eq!(cluster_local_forms("m.example.com"), ["m.example.com"]);
     }
 
