@@ -109,6 +109,35 @@ fn standard_rollout_walk() {
     walk("rollout-standard", "routes/sklearn-iris.yaml", 8);
 }
 
+/// KServe's `pathTemplate`: the fixtures of `path-template/` built with
+/// `/serving/{{ .Namespace }}/{{ .Name }}`, each with its whole expected table (hosts and paths).
+#[test]
+fn path_template_fixtures() {
+    let template = routes::PathTemplate::parse("/serving/{{ .Namespace }}/{{ .Name }}").unwrap();
+    let dir = fixtures().join("path-template");
+    let mut n = 0;
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let path = e.unwrap().path();
+        if path.extension().is_none_or(|e| e != "yaml") {
+            continue;
+        }
+        let name = path.file_name().unwrap().to_str().unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let options = BuildOptions {
+            path_template: Some(template.clone()),
+            ..Default::default()
+        };
+        let outcome = Catalog::new(options).apply(&[source(name, &text)]);
+        assert!(outcome.errors.is_empty(), "{name}: {:?}", outcome.errors);
+        check(
+            &path.with_extension("expected.json"),
+            &outcome_json(&outcome),
+        );
+        n += 1;
+    }
+    assert!(n >= 1);
+}
+
 /// Applies each step of `dir` in name order to one catalog, as one file rewritten each time.
 fn walk(dir: &str, file: &str, steps: usize) {
     let mut catalog = Catalog::new(BuildOptions::default());
