@@ -245,7 +245,7 @@ pub struct KubernetesTokens {
 /// What the API server calls itself as an audience: its issuer, and the in-cluster names.
 fn is_api_audience(aud: &str, issuer: &str) -> bool {
     let aud = aud.trim_end_matches('/');
-    aud == issuer
+    aud == issuer.trim_end_matches('/')
         || aud == "https://kubernetes.default.svc"
         || aud.starts_with("https://kubernetes.default.svc.")
         || aud == "api"
@@ -254,7 +254,8 @@ fn is_api_audience(aud: &str, issuer: &str) -> bool {
 impl KubernetesTokensConfig {
     fn validate(self, base: &Path, err: &mut dyn FnMut(&str, String)) -> Option<KubernetesTokens> {
         let field = |f: &str| format!("kubernetes_tokens.{f}");
-        let issuer = self.issuer.trim_end_matches('/').to_owned();
+        // Exactly as written: tokens carry it byte for byte (AKS issuers end in '/').
+        let issuer = self.issuer.clone();
         let url_ok = |u: &str| {
             url::Url::parse(u)
                 .ok()
@@ -271,8 +272,9 @@ impl KubernetesTokensConfig {
         }
         let discovery_url = self
             .discovery_url
-            .map(|d| d.trim_end_matches('/').to_owned())
-            .unwrap_or_else(|| issuer.clone());
+            .unwrap_or_else(|| issuer.clone())
+            .trim_end_matches('/')
+            .to_owned();
         if !url_ok(&discovery_url) {
             err(
                 &field("discovery_url"),
@@ -331,11 +333,18 @@ impl KubernetesTokensConfig {
                 }
             },
         };
-        ok.then(|| KubernetesTokens {
+        let token_file = self.token_file.as_deref().map(abs);
+        if let Some(p) = &token_file {
+            if let Err(e) = std::fs::metadata(p) {
+                err(&field("token_file"), format!("{}: {e}", p.display()));
+                ok = false;
+            }
+        }
+        ok.then_some(KubernetesTokens {
             issuer,
             discovery_url,
             audiences: self.audiences,
-            token_file: self.token_file.as_deref().map(abs),
+            token_file,
             ca_pem,
         })
     }
@@ -941,10 +950,26 @@ mod tests {
             (kt.issuer.as_str(), kt.discovery_url.as_str()),
             (issuer, issuer)
         );
-        let with_discovery = k(json!({"issuer": issuer, "discovery_url": "https://kubernetes.default.svc/", "audiences": ["modelgate"], "token_file": "token"})).unwrap();
+        let token =
+            std::env::temp_dir().join(format!("modelgate-test-token-{}", std::process::id()));
+        std::fs::write(&token, "t").unwrap();
+        let with_discovery = k(json!({"issuer": issuer, "discovery_url": "https://kubernetes.default.svc/", "audiences": ["modelgate"], "token_file": token})).unwrap();
         let kt = with_discovery.kubernetes_tokens.unwrap();
         assert_eq!(kt.discovery_url, "https://kubernetes.default.svc");
-        assert_eq!(kt.token_file.unwrap(), Path::new("/etc/modelgate/token"));
+        assert_eq!(kt.token_file.unwrap(), token);
+        std::fs::remove_file(&token).unwrap();
+        // The issuer is kept exactly (tokens carry it byte for byte), the discovery URL trimmed.
+        let slash =
+            k(json!({"issuer": "https://oidc.example.com/abc/", "audiences": ["modelgate"]}))
+                .unwrap();
+        let kt = slash.kubernetes_tokens.unwrap();
+        assert_eq!(
+            (kt.issuer.as_str(), kt.discovery_url.as_str()),
+            (
+                "https://oidc.example.com/abc/",
+                "https://oidc.example.com/abc"
+            )
+        );
         for (v, needle) in [
             (json!({"issuer": issuer, "audiences": []}), "at least one"),
             (

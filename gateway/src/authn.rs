@@ -80,9 +80,13 @@ impl KubeTokens {
     /// The gateway's own token for the API server, read each time (kubelet rotates it).
     fn bearer(&self) -> Option<String> {
         let path = self.settings.token_file.as_ref()?;
-        std::fs::read_to_string(path)
-            .ok()
-            .map(|t| t.trim().to_string())
+        match std::fs::read_to_string(path) {
+            Ok(t) => Some(t.trim().to_string()),
+            Err(e) => {
+                tracing::warn!(file = %path.display(), error = %e, "cannot read the token for the API server");
+                None
+            }
+        }
     }
 
     fn is_ready(&self) -> bool {
@@ -91,24 +95,40 @@ impl KubeTokens {
 
     /// One step towards ready: discovery, then the first key fetch.
     async fn step(&self) -> Result<(), String> {
-        let bearer = self.bearer();
         match self.jwks_uri.load_full() {
             None => {
                 let uri = provider::kubernetes_jwks_uri(
                     &self.http,
                     &self.settings.discovery_url,
                     &self.settings.issuer,
-                    bearer.as_deref(),
+                    self.bearer().as_deref(),
                 )
                 .await?;
                 self.jwks_uri.store(Some(Arc::new(uri)));
             }
             Some(uri) => {
-                let keys = provider::fetch_jwks_as(&self.http, &uri, bearer.as_deref()).await?;
+                let keys =
+                    provider::fetch_jwks_as(&self.http, &uri, self.bearer_for(&uri).as_deref())
+                        .await?;
+                if keys.is_empty() {
+                    return Err(format!("{uri}: no key the gateway can verify with"));
+                }
                 self.keys.replace(keys);
             }
         }
         Ok(())
+    }
+
+    /// The reader token, for the discovery URL's own origin only: a `jwks_uri` elsewhere (a
+    /// cloud's public OIDC host) gets no credential of the gateway's.
+    fn bearer_for(&self, url: &str) -> Option<String> {
+        let origin = |u: &str| {
+            reqwest::Url::parse(u)
+                .ok()
+                .map(|u| u.origin().ascii_serialization())
+        };
+        let same = origin(url).is_some() && origin(url) == origin(&self.settings.discovery_url);
+        same.then(|| self.bearer()).flatten()
     }
 
     async fn refresh(&self) -> Result<usize, String> {
@@ -116,7 +136,7 @@ impl KubeTokens {
             .jwks_uri
             .load_full()
             .ok_or("API server not discovered yet")?;
-        let bearer = self.bearer();
+        let bearer = self.bearer_for(&uri);
         self.keys
             .refresh(now(), || {
                 provider::fetch_jwks_as(&self.http, &uri, bearer.as_deref())
@@ -126,10 +146,11 @@ impl KubeTokens {
 
     async fn verify(&self, token: &str, now: u64) -> Result<Identity, String> {
         let uri = self.jwks_uri.load_full();
-        let bearer = self.bearer();
         let fetch = || async move {
             match uri {
-                Some(u) => provider::fetch_jwks_as(&self.http, &u, bearer.as_deref()).await,
+                Some(u) => {
+                    provider::fetch_jwks_as(&self.http, &u, self.bearer_for(&u).as_deref()).await
+                }
                 None => Err("API server not discovered yet".to_string()),
             }
         };
@@ -242,12 +263,12 @@ impl Authn {
         }
     }
 
-    /// Discovery has succeeded and keys are loaded (for the API server's tokens too, when
-    /// they are accepted).
+    /// The provider's discovery has succeeded and its keys are loaded. The API server's keys
+    /// do not count: an API server out of reach must not take sessions and Dex tokens down
+    /// with it (service-account tokens get 401 until its keys are there, and a warning is
+    /// logged).
     pub fn is_ready(&self) -> bool {
-        self.meta.load().is_some()
-            && !self.keys.keys().is_empty()
-            && self.kube.as_ref().is_none_or(KubeTokens::is_ready)
+        self.meta.load().is_some() && !self.keys.keys().is_empty()
     }
 
     /// The first key fetch, before the gateway is ready (no request can be waiting on a
@@ -338,13 +359,30 @@ impl Authn {
                 return k.verify(token, now).await;
             }
         }
-        self.verify(token, now)
+        let identity = self
+            .verify(token, now)
             .await
             .map(|v| Identity {
                 user: v.user,
                 groups: v.groups,
             })
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string())?;
+        self.not_kubernetes(identity)
+    }
+
+    /// With service-account tokens accepted, `system:` names are theirs: a provider user or
+    /// group spelt like one (`system:serviceaccounts:ml`) must not pass a policy meant for
+    /// service accounts.
+    fn not_kubernetes(&self, identity: Identity) -> Result<Identity, String> {
+        let reserved = |n: &str| n.starts_with("system:");
+        if self.kube.is_some()
+            && (reserved(&identity.user) || identity.groups.iter().any(|g| reserved(g)))
+        {
+            return Err(
+                "the provider's identity uses a `system:` name, which service accounts own".into(),
+            );
+        }
+        Ok(identity)
     }
 
     /// Verification with the cached keys and, for an unknown `kid`, one refetch. The user is
@@ -442,10 +480,12 @@ impl Authn {
             let why = "the ID token's nonce does not match the login";
             return Err(LoginError::new(why.into(), why.into()));
         }
-        let identity = Identity {
-            user: verified.user,
-            groups: verified.groups,
-        };
+        let identity = self
+            .not_kubernetes(Identity {
+                user: verified.user,
+                groups: verified.groups,
+            })
+            .map_err(|e| LoginError::new(e.clone(), e))?;
         Ok((
             pending.return_to,
             vec![

@@ -360,6 +360,14 @@ impl Gateway {
         ctx.snapshot = Some(snapshot);
 
         if let (Some(authn), true) = (self.authn.as_deref(), client.listener.auth) {
+            // Taking over from a running process (`--upgrade`): wait for the provider too,
+            // within the same bound, rather than answer 503.
+            if let Some(limit) = self.settings.ready_wait.filter(|_| !authn.is_ready()) {
+                let deadline = Instant::now() + limit;
+                while !authn.is_ready() && Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
             if !self
                 .authenticate(authn, session, client, ctx, route.as_deref())
                 .await?

@@ -87,9 +87,13 @@ pub fn server_conf(
     };
     let upgrade_sock = match &shutdown.upgrade_socket {
         Some(path) => path.clone(),
-        None => private_dir()
-            .unwrap_or_else(|| tmp.clone())
-            .join(format!("{name}-upgrade-{key}.sock")),
+        None => match private_dir() {
+            Some(dir) => dir.join(format!("{name}-upgrade-{key}.sock")),
+            // Nowhere safe by name: a directory nobody can guess, so no other user can take
+            // the socket (and no other process can find it: an upgrade then needs
+            // `shutdown.upgrade_socket`).
+            None => unguessable_dir(&tmp).join(format!("{name}-upgrade.sock")),
+        },
     };
     ServerConf {
         threads,
@@ -120,9 +124,25 @@ fn private_dir() -> Option<std::path::PathBuf> {
     let meta = std::fs::symlink_metadata(&dir).ok()?;
     let private = meta.is_dir() && meta.uid() == uid && meta.permissions().mode() & 0o022 == 0;
     if !private {
-        tracing::warn!(dir = %dir.display(), "not a private directory; the upgrade socket goes to the temporary directory");
+        tracing::warn!(dir = %dir.display(), "not a private directory: the upgrade socket goes elsewhere, and an upgrade needs shutdown.upgrade_socket");
     }
     private.then_some(dir)
+}
+
+/// A new 0700 directory with a random name under `tmp` (or `tmp` itself if that fails, which
+/// only a full or read-only temporary directory can cause, where no socket can be made anyway).
+fn unguessable_dir(tmp: &std::path::Path) -> std::path::PathBuf {
+    use std::os::unix::fs::DirBuilderExt;
+    let mut random = [0u8; 16];
+    if getrandom::fill(&mut random).is_err() {
+        return tmp.to_path_buf();
+    }
+    let name: String = random.iter().map(|b| format!("{b:02x}")).collect();
+    let dir = tmp.join(format!("modelgate-{name}"));
+    match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+        Ok(()) => dir,
+        Err(_) => tmp.to_path_buf(),
+    }
 }
 
 /// Binds every listener and the admin address that ask for port 0, here, before anything is

@@ -45,7 +45,7 @@ async fn manifests_and_dockerfile_lint() {
             .args(&files),
     );
     assert!(ok && !text.contains("ERROR"), "{text}");
-    assert_eq!(text.matches(" passed for resource ").count(), 11, "{text}");
+    assert_eq!(text.matches(" passed for resource ").count(), 12, "{text}");
     let (ok, text) =
         output(Command::new(bin.join("hadolint")).arg(deploy_dir().join("Dockerfile")));
     assert!(ok, "{text}");
@@ -56,13 +56,13 @@ async fn manifests_and_dockerfile_lint() {
 /// pod has them, under a temporary root.
 #[test]
 fn the_config_map_is_a_valid_config() {
-    let manifest = std::fs::read_to_string(deploy_dir().join("config.yaml")).unwrap();
-    let docs: Vec<serde_json::Value> = manifest
-        .split("\n---\n")
-        .map(|d| serde_json::to_value(serde_yaml_doc(d)).unwrap())
-        .collect();
-    let config = docs[0]["data"]["modelgate.yaml"].as_str().unwrap();
-    let routes = docs[1]["data"]["isvc.yaml"].as_str().unwrap();
+    let read = |name: &str| {
+        let text = std::fs::read_to_string(deploy_dir().join(name)).unwrap();
+        serde_json::to_value(serde_yaml_doc(&text)).unwrap()
+    };
+    let (config_map, routes_map) = (read("config.yaml"), read("routes.yaml.example"));
+    let config = config_map["data"]["modelgate.yaml"].as_str().unwrap();
+    let routes = routes_map["data"]["isvc.yaml"].as_str().unwrap();
     let root = tempfile::tempdir().unwrap();
     let r = root.path().display().to_string();
     let config = config
@@ -98,7 +98,7 @@ fn the_config_map_is_a_valid_config() {
     );
     assert!(ok, "{text}");
     // The template's secrets are refused as they are: nothing starts with them.
-    let secret = std::fs::read_to_string(deploy_dir().join("secret.yaml")).unwrap();
+    let secret = std::fs::read_to_string(deploy_dir().join("secret.yaml.example")).unwrap();
     let template = serde_yaml_doc(&secret);
     let cookie = template["stringData"]["cookie-secret"].as_str().unwrap();
     write("etc/modelgate/secrets/cookie-secret", cookie);
