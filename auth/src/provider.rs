@@ -163,8 +163,21 @@ pub async fn fetch_jwks_as(
     jwks_uri: &str,
     bearer: Option<&str>,
 ) -> Result<Jwks, String> {
+    let what = format!("JWKS {jwks_uri}");
+    let body = get_small_json(http, jwks_uri, bearer, &what).await?;
+    Jwks::parse(&body).map_err(|e| format!("{what}: {e}"))
+}
+
+/// The body of a GET for a small JSON document (at most `MAX_JWKS_BYTES`, checked before and
+/// while reading), with an optional bearer token; errors start with `what`.
+async fn get_small_json(
+    http: &reqwest::Client,
+    url: &str,
+    bearer: Option<&str>,
+    what: &str,
+) -> Result<Vec<u8>, String> {
     let mut request = http
-        .get(jwks_uri)
+        .get(url)
         .header(reqwest::header::ACCEPT, "application/json");
     if let Some(token) = bearer {
         request = request.bearer_auth(token);
@@ -172,29 +185,26 @@ pub async fn fetch_jwks_as(
     let response = request
         .send()
         .await
-        .map_err(|e| format!("JWKS {jwks_uri}: {}", error_chain(&e)))?;
+        .map_err(|e| format!("{what}: {}", error_chain(&e)))?;
     let status = response.status();
     if !status.is_success() {
-        return Err(format!("JWKS {jwks_uri}: HTTP {status}"));
+        return Err(format!("{what}: HTTP {status}"));
     }
+    let too_large = || format!("{what}: larger than {MAX_JWKS_BYTES} bytes");
     if response
         .content_length()
         .is_some_and(|len| len > MAX_JWKS_BYTES as u64)
     {
-        return Err(format!(
-            "JWKS {jwks_uri}: larger than {MAX_JWKS_BYTES} bytes"
-        ));
+        return Err(too_large());
     }
     let body = response
         .bytes()
         .await
-        .map_err(|e| format!("JWKS {jwks_uri}: {}", error_chain(&e)))?;
+        .map_err(|e| format!("{what}: {}", error_chain(&e)))?;
     if body.len() > MAX_JWKS_BYTES {
-        return Err(format!(
-            "JWKS {jwks_uri}: larger than {MAX_JWKS_BYTES} bytes"
-        ));
+        return Err(too_large());
     }
-    Jwks::parse(&body).map_err(|e| format!("JWKS {jwks_uri}: {e}"))
+    Ok(body.to_vec())
 }
 
 /// The Kubernetes API server's service-account issuer discovery
@@ -208,38 +218,17 @@ pub async fn kubernetes_jwks_uri(
     bearer: Option<&str>,
 ) -> Result<String, String> {
     let url = format!("{base}/.well-known/openid-configuration");
-    let mut request = http
-        .get(&url)
-        .header(reqwest::header::ACCEPT, "application/json");
-    if let Some(token) = bearer {
-        request = request.bearer_auth(token);
-    }
-    let response = request
-        .send()
-        .await
-        .map_err(|e| format!("discovery {url}: {}", error_chain(&e)))?;
-    let status = response.status();
-    if !status.is_success() {
-        return Err(format!("discovery {url}: HTTP {status}"));
-    }
-    let body = response
-        .bytes()
-        .await
-        .map_err(|e| format!("discovery {url}: {}", error_chain(&e)))?;
-    if body.len() > MAX_JWKS_BYTES {
-        return Err(format!(
-            "discovery {url}: larger than {MAX_JWKS_BYTES} bytes"
-        ));
-    }
+    let what = format!("discovery {url}");
+    let body = get_small_json(http, &url, bearer, &what).await?;
     #[derive(serde::Deserialize)]
     struct Doc {
         issuer: String,
         jwks_uri: String,
     }
-    let doc: Doc = serde_json::from_slice(&body).map_err(|e| format!("discovery {url}: {e}"))?;
+    let doc: Doc = serde_json::from_slice(&body).map_err(|e| format!("{what}: {e}"))?;
     if doc.issuer != issuer {
         return Err(format!(
-            "discovery {url}: document names issuer {:?}, not {issuer:?}",
+            "{what}: document names issuer {:?}, not {issuer:?}",
             doc.issuer
         ));
     }
