@@ -4,7 +4,7 @@
 //!
 //! A file written in place (truncated, then filled in several writes: an editor, `cat >`, a
 //! configuration tool) is applied only once it has been left alone for the settle time; until
-//! then the build sees the text it last applied. A file replaced by a rename (an atomic write,
+//! then the catalog keeps what it last read of it. A file replaced by a rename (an atomic write,
 //! kubelet's ConfigMap swap) has no write events of its own and applies at once.
 
 use crate::resolver;
@@ -57,9 +57,6 @@ pub struct Reloader {
     settle: Duration,
     /// When each file was last written in place, by the watcher's events.
     written: Arc<Mutex<HashMap<PathBuf, Instant>>>,
-    /// The text each file had when it was last applied: what the build sees while the file is
-    /// still being written.
-    applied: Mutex<HashMap<String, Result<String, String>>>,
     catalog: Mutex<Catalog>,
     live: Arc<Live>,
     resolve_interval: Duration,
@@ -80,7 +77,6 @@ impl Reloader {
             dir,
             settle,
             written: Default::default(),
-            applied: Default::default(),
             catalog: Mutex::new(Catalog::new(options)),
             live,
             resolve_interval,
@@ -105,7 +101,7 @@ impl Reloader {
                 return None;
             }
         };
-        let (files, due) = self.settled(files, Instant::now());
+        let (files, unsettled, due) = self.settled(files, Instant::now());
         let (
             Outcome {
                 table,
@@ -115,7 +111,7 @@ impl Reloader {
             objects,
         ) = {
             let mut catalog = self.catalog.lock().unwrap_or_else(|p| p.into_inner());
-            let outcome = catalog.apply(&files);
+            let outcome = catalog.apply_keeping(&files, &unsettled);
             (outcome, catalog.routed_objects())
         };
         // Resolve before the swap, so a new revision is reachable the moment it is routed.
@@ -161,38 +157,29 @@ impl Reloader {
     }
 
     /// The read as the build should see it: a file written in place less than the settle time
-    /// ago stands in with the text it last applied (or is left out, if it never was), and the
-    /// time when it will have settled is returned. Every other file's text is remembered as
-    /// applied.
-    fn settled(&self, files: Vec<SourceFile>, now: Instant) -> (Vec<SourceFile>, Option<Instant>) {
+    /// ago is left out and named in the second list (the catalog keeps what it last read of
+    /// it), and the time when it will have settled is returned.
+    fn settled(
+        &self,
+        files: Vec<SourceFile>,
+        now: Instant,
+    ) -> (Vec<SourceFile>, Vec<String>, Option<Instant>) {
         let mut written = self.written.lock().unwrap_or_else(|p| p.into_inner());
-        let mut applied = self.applied.lock().unwrap_or_else(|p| p.into_inner());
         written.retain(|_, at| now.duration_since(*at) < self.settle);
         let mut due: Option<Instant> = None;
-        let mut out = Vec::with_capacity(files.len());
+        let (mut out, mut unsettled) = (Vec::with_capacity(files.len()), Vec::new());
         for file in files {
             match written.get(Path::new(&file.path)) {
                 Some(at) => {
                     let settles = *at + self.settle;
                     due = Some(due.map_or(settles, |d| d.min(settles)));
-                    tracing::debug!(file = %file.path, "still being written; its last applied text stays");
-                    if let Some(contents) = applied.get(&file.path) {
-                        out.push(SourceFile {
-                            path: file.path,
-                            contents: contents.clone(),
-                        });
-                    }
+                    tracing::debug!(file = %file.path, "still being written; its last read stays");
+                    unsettled.push(file.path);
                 }
-                None => {
-                    applied.insert(file.path.clone(), file.contents.clone());
-                    out.push(file);
-                }
+                None => out.push(file),
             }
         }
-        let present: std::collections::HashSet<&str> =
-            out.iter().map(|f| f.path.as_str()).collect();
-        applied.retain(|path, _| present.contains(path.as_str()));
-        (out, due)
+        (out, unsettled, due)
     }
 
     /// Looks every name up again. Runs in the same task as `reload`, so the two never race.

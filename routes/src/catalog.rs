@@ -264,8 +264,21 @@ impl Catalog {
     /// Applies a complete, fresh read of the route source (every file, every time) and returns
     /// the new table (generation = previous + 1, starting at 1) and every current problem.
     pub fn apply(&mut self, files: &[SourceFile]) -> Outcome {
+        self.apply_keeping(files, &[])
+    }
+
+    /// [`Catalog::apply`], with the files named in `keep` (absent from `files`) keeping the
+    /// state of their last read as it is: a file still being written is neither read nor
+    /// dropped (the reloader's settle time).
+    pub fn apply_keeping(&mut self, files: &[SourceFile], keep: &[String]) -> Outcome {
         let mut errors = Vec::new();
         let mut previous = std::mem::take(&mut self.files);
+        for path in keep {
+            if let Some(state) = previous.remove(path) {
+                errors.extend(state.errors.iter().cloned());
+                self.files.insert(path.clone(), state);
+            }
+        }
         let mut sorted: Vec<&SourceFile> = files.iter().collect();
         sorted.sort_by(|a, b| a.path.cmp(&b.path));
         let mut jobs = Vec::with_capacity(sorted.len());

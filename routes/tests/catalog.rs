@@ -599,3 +599,27 @@ fn path_templates() {
         assert!(ok(bad).is_err(), "{bad}");
     }
 }
+
+/// A file named in `keep` (still being written) keeps what its last read gave, routes and
+/// errors alike, whatever else changes; one never read before stays absent.
+#[test]
+fn files_being_written_keep_their_last_read() {
+    let mut c = Catalog::new(BuildOptions::default());
+    let a = isvc("a", "2024-01-01T00:00:00Z", "a-predictor-00001", "True");
+    let b = isvc("b", "2024-01-01T00:00:00Z", "b-predictor-00001", "True");
+    let first = c.apply(&[file("a.yaml", &a), file("b.yaml", &b)]);
+    assert_eq!(first.table.len(), 2);
+    let b2 = isvc("b", "2024-01-01T00:00:00Z", "b-predictor-00002", "True");
+    let out = c.apply_keeping(
+        &[file("b.yaml", &b2)],
+        &["a.yaml".into(), "new.yaml".into()],
+    );
+    assert!(out.errors.is_empty(), "{:?}", out.errors);
+    let hosts = revisions(&out.table);
+    assert!(hosts.contains(&("a.ml.example.com".into(), "a-predictor-00001".into())));
+    assert!(hosts.contains(&("b.ml.example.com".into(), "b-predictor-00002".into())));
+    assert_eq!(out.table.len(), 2);
+    // Settled and gone: the kept state goes with it.
+    let out = c.apply(&[file("b.yaml", &b2)]);
+    assert_eq!(out.table.len(), 1);
+}
