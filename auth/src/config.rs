@@ -303,16 +303,10 @@ impl KubernetesTokensConfig {
                 ok = false;
             }
         }
-        let abs = |p: &Path| {
-            if p.is_absolute() {
-                p.to_path_buf()
-            } else {
-                base.join(p)
-            }
-        };
+        // `join` keeps an absolute path as it is.
         let ca_pem = match &self.ca_file {
             None => None,
-            Some(p) => match std::fs::read(abs(p)) {
+            Some(p) => match std::fs::read(base.join(p)) {
                 Ok(pem)
                     if reqwest::Certificate::from_pem_bundle(&pem).is_ok_and(|c| !c.is_empty()) =>
                 {
@@ -333,7 +327,7 @@ impl KubernetesTokensConfig {
                 }
             },
         };
-        let token_file = self.token_file.as_deref().map(abs);
+        let token_file = self.token_file.as_deref().map(|p| base.join(p));
         if let Some(p) = &token_file {
             if let Err(e) = std::fs::metadata(p) {
                 err(&field("token_file"), format!("{}: {e}", p.display()));

@@ -110,10 +110,7 @@ impl KubeTokens {
                 let keys =
                     provider::fetch_jwks_as(&self.http, &uri, self.bearer_for(&uri).as_deref())
                         .await?;
-                if keys.is_empty() {
-                    return Err(format!("{uri}: no key the gateway can verify with"));
-                }
-                self.keys.replace(keys);
+                install_keys(&self.keys, keys, &uri)?;
             }
         }
         Ok(())
@@ -163,29 +160,65 @@ impl KubeTokens {
             .ok_or_else(|| "the token's subject is not a service account".to_string())
     }
 
-    /// Discovery and the first keys with backoff, then a key refresh every `refresh`.
-    async fn run(&self, refresh: Duration, mut shutdown: ShutdownWatch) {
-        let mut backoff = Duration::from_millis(250);
-        while !self.is_ready() {
-            if let Err(e) = self.step().await {
-                tracing::warn!(issuer = %self.settings.issuer, error = %e, retry_in = ?backoff, "Kubernetes API server's service-account keys not reachable yet");
-                tokio::select! {
-                    _ = shutdown.changed() => return,
-                    _ = tokio::time::sleep(backoff) => {}
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(30));
-            }
-        }
-        tracing::info!(issuer = %self.settings.issuer, kids = ?self.keys.keys().kids(), "Kubernetes service-account tokens accepted");
-        let mut tick = tokio::time::interval(refresh);
-        tick.reset();
-        loop {
+    async fn run(&self, refresh: Duration, shutdown: ShutdownWatch) {
+        maintain_keys(
+            "the Kubernetes API server's service-account keys",
+            &self.settings.issuer,
+            refresh,
+            shutdown,
+            || self.is_ready(),
+            || self.step(),
+            || self.refresh(),
+        )
+        .await;
+    }
+}
+
+/// The first keys, from `fetch`: an empty set (no key of an algorithm the gateway verifies)
+/// is an error, so that it is retried with backoff rather than fetched again at once.
+fn install_keys(cache: &KeyCache, keys: auth::jwt::Jwks, uri: &str) -> Result<(), String> {
+    if keys.is_empty() {
+        return Err(format!("{uri}: no key the gateway can verify with"));
+    }
+    cache.replace(keys);
+    Ok(())
+}
+
+/// Background work for one issuer's keys: `step` (discovery, then the first key fetch) with
+/// backoff until `ready`, then `refresh` every `every`; failures are logged and the last good
+/// state is kept.
+async fn maintain_keys<S, R>(
+    what: &str,
+    issuer: &str,
+    every: Duration,
+    mut shutdown: ShutdownWatch,
+    ready: impl Fn() -> bool,
+    step: impl Fn() -> S,
+    refresh: impl Fn() -> R,
+) where
+    S: std::future::Future<Output = Result<(), String>>,
+    R: std::future::Future<Output = Result<usize, String>>,
+{
+    let mut backoff = Duration::from_millis(250);
+    while !ready() {
+        if let Err(e) = step().await {
+            tracing::warn!(issuer, error = %e, retry_in = ?backoff, "{what} not reachable yet");
             tokio::select! {
                 _ = shutdown.changed() => return,
-                _ = tick.tick() => {
-                    if let Err(e) = self.refresh().await {
-                        tracing::warn!(error = %e, "service-account JWKS refresh failed; keeping the cached keys");
-                    }
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(30));
+        }
+    }
+    tracing::info!(issuer, "{what} ready");
+    let mut tick = tokio::time::interval(every);
+    tick.reset();
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = tick.tick() => {
+                if let Err(e) = refresh().await {
+                    tracing::warn!(issuer, error = %e, "{what}: refresh failed; keeping the cached keys");
                 }
             }
         }
@@ -279,8 +312,7 @@ impl Authn {
             return Err("provider not discovered yet".into());
         };
         let keys = provider::fetch_jwks(&self.http, &meta.jwks_uri).await?;
-        self.keys.replace(keys);
-        Ok(())
+        install_keys(&self.keys, keys, &meta.jwks_uri)
     }
 
     /// The periodic refresh, through the key cache's single flight: it never runs next to an
@@ -309,44 +341,26 @@ impl Authn {
         }
     }
 
-    async fn run_provider(&self, mut shutdown: ShutdownWatch) {
-        let mut backoff = Duration::from_millis(250);
-        loop {
-            let step = if self.meta.load().is_none() {
-                provider::discover(&self.http, &self.settings.issuer)
-                    .await
-                    .map(|m| self.meta.store(Some(Arc::new(m))))
+    async fn run_provider(&self, shutdown: ShutdownWatch) {
+        let step = || async {
+            if self.meta.load().is_none() {
+                let meta = provider::discover(&self.http, &self.settings.issuer).await?;
+                self.meta.store(Some(Arc::new(meta)));
+                Ok(())
             } else {
                 self.fetch_keys().await
-            };
-            match step {
-                Ok(()) if self.meta.load().is_some() && !self.keys.keys().is_empty() => {
-                    tracing::info!(issuer = %self.settings.issuer, kids = ?self.keys.keys().kids(), "OpenID Connect provider ready");
-                    break;
-                }
-                Ok(()) => continue,
-                Err(e) => {
-                    tracing::warn!(issuer = %self.settings.issuer, error = %e, retry_in = ?backoff, "OpenID Connect provider not reachable yet");
-                    tokio::select! {
-                        _ = shutdown.changed() => return,
-                        _ = tokio::time::sleep(backoff) => {}
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(30));
-                }
             }
-        }
-        let mut tick = tokio::time::interval(self.settings.jwks_refresh);
-        tick.reset();
-        loop {
-            tokio::select! {
-                _ = shutdown.changed() => return,
-                _ = tick.tick() => {
-                    if let Err(e) = self.refresh_keys().await {
-                        tracing::warn!(error = %e, "JWKS refresh failed; keeping the cached keys");
-                    }
-                }
-            }
-        }
+        };
+        maintain_keys(
+            "the OpenID Connect provider",
+            &self.settings.issuer,
+            self.settings.jwks_refresh,
+            shutdown,
+            || self.is_ready(),
+            step,
+            || self.refresh_keys(),
+        )
+        .await;
     }
 
     /// Verifies a bearer JWT; an unknown `kid` triggers one (single-flight, rate-limited)
