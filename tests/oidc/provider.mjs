@@ -95,10 +95,13 @@ const currentKey = () => state.rsaKeys[0];
 
 // ---- the provider ---------------------------------------------------------------------------
 
-const isLoopback = (value) => {
+// A redirect to loopback, or to a host under example.com (reserved for examples, RFC 2606: the
+// test model hosts, which the tests resolve to loopback), on any port.
+const isTestRedirect = (value) => {
   try {
     const url = new URL(value);
-    return url.protocol === 'http:' && url.hostname === '127.0.0.1';
+    return ['http:', 'https:'].includes(url.protocol)
+      && (url.hostname === '127.0.0.1' || url.hostname.endsWith('.example.com'));
   } catch {
     return false;
   }
@@ -234,16 +237,16 @@ function buildProvider(issuer) {
     },
   });
 
-  // Besides the registered redirect URIs, any http://127.0.0.1:<port>/... is accepted, so a test
-  // can start the provider before it knows its gateway's port.
+  // Besides the registered redirect URIs, any loopback or example.com one on any port is
+  // accepted, so a test can start the provider before its gateway has chosen its port.
   const { prototype } = provider.Client;
   const exact = prototype.redirectUriAllowed;
   prototype.redirectUriAllowed = function redirectUriAllowed(value) {
-    return exact.call(this, value) || (this.clientId === 'modelgate' && isLoopback(value));
+    return exact.call(this, value) || (this.clientId === 'modelgate' && isTestRedirect(value));
   };
   const exactLogout = prototype.postLogoutRedirectUriAllowed;
   prototype.postLogoutRedirectUriAllowed = function postLogoutRedirectUriAllowed(value) {
-    return exactLogout.call(this, value) || (this.clientId === 'modelgate' && isLoopback(value));
+    return exactLogout.call(this, value) || (this.clientId === 'modelgate' && isTestRedirect(value));
   };
 
   for (const event of ['server_error', 'authorization.error', 'grant.error', 'end_session.error',
