@@ -35,16 +35,25 @@ impl Admin {
         match path {
             "/healthz" => json(200, serde_json::json!({"status": "ok"})),
             "/readyz" => {
-                if !self.live.is_ready() {
-                    json(503, serde_json::json!({"status": "routes not loaded yet"}))
+                let (code, status) = if !self.live.is_ready() {
+                    (503, "routes not loaded yet")
                 } else if self.authn.as_ref().is_some_and(|a| !a.is_ready()) {
-                    json(
-                        503,
-                        serde_json::json!({"status": "OpenID Connect provider not discovered yet"}),
-                    )
+                    (503, "OpenID Connect provider not discovered yet")
                 } else {
-                    json(200, serde_json::json!({"status": "ready"}))
-                }
+                    (200, "ready")
+                };
+                // Each source's state: ready stays true while a source fails after its first
+                // read (the last table serves), and this says so.
+                let sources = self
+                    .live
+                    .sources
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone();
+                json(
+                    code,
+                    serde_json::json!({"status": status, "sources": sources}),
+                )
             }
             "/routes" => {
                 // Serialised straight to bytes: with 100,000 hosts an intermediate
@@ -55,6 +64,8 @@ impl Admin {
                     hosts: std::collections::BTreeMap<&'a str, &'a Arc<routes::HostRoute>>,
                     #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
                     paths: std::collections::BTreeMap<&'a str, &'a Arc<routes::HostRoute>>,
+                    sources:
+                        &'a std::collections::BTreeMap<&'static str, crate::state::SourceStatus>,
                     errors: &'a [routes::ObjectError],
                     #[serde(skip_serializing_if = "<[_]>::is_empty")]
                     warnings: &'a [routes::ObjectError],
@@ -62,7 +73,14 @@ impl Admin {
                 let current = self.live.current.load_full();
                 let errors = self.live.errors.load_full();
                 let warnings = self.live.warnings.load_full();
+                let sources = self
+                    .live
+                    .sources
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone();
                 let view = View {
+                    sources: &sources,
                     generation: current.table.generation(),
                     hosts: current.table.hosts(),
                     paths: current.table.paths(),

@@ -98,7 +98,12 @@ impl Default for Admin {
 #[serde(deny_unknown_fields)]
 pub struct RouteSource {
     /// Directory of InferenceService manifests; relative paths are relative to the config file.
-    pub directory: PathBuf,
+    #[serde(default)]
+    pub directory: Option<PathBuf>,
+    /// Watch the Kubernetes API for InferenceServices (and, when asked, KFServing's and
+    /// Seldon's objects). With `directory` too, both are routed.
+    #[serde(default)]
+    pub kubernetes: Option<KubernetesSource>,
     /// How long a file written in place must stay unchanged before it is applied: a file
     /// truncated and then written in several steps is never read half-written. Renames (an
     /// atomic replace, a ConfigMap update) apply at once.
@@ -108,6 +113,32 @@ pub struct RouteSource {
     /// prefix (`/serving/{{ .Namespace }}/{{ .Name }}`), which the upstream request drops.
     #[serde(default)]
     pub path_template: Option<String>,
+}
+
+/// `routes.kubernetes`: what to list and watch, and how to reach the API server.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KubernetesSource {
+    /// A kubeconfig file (its current context), for running outside the cluster. Default: the
+    /// in-cluster service-account configuration.
+    #[serde(default)]
+    pub kubeconfig: Option<PathBuf>,
+    /// Namespaces to watch; default all (which needs a ClusterRole).
+    #[serde(default)]
+    pub namespaces: Vec<String>,
+    /// Only objects with these labels (`key=value,key2`, as `kubectl -l` takes it).
+    #[serde(default)]
+    pub label_selector: Option<String>,
+    /// `inferenceservices.serving.kserve.io` (v1beta1). Default true.
+    #[serde(default = "default_true")]
+    pub kserve: bool,
+    /// KFServing's `inferenceservices.serving.kubeflow.org` versions to watch too (`v1beta1`,
+    /// `v1alpha2`). Default none.
+    #[serde(default)]
+    pub kfserving: Vec<String>,
+    /// `seldondeployments.machinelearning.seldon.io` (v1). Default false.
+    #[serde(default)]
+    pub seldon: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -358,8 +389,10 @@ pub struct ListenerSettings {
 pub struct Settings {
     pub listeners: Vec<ListenerSettings>,
     pub admin: SocketAddr,
-    pub route_dir: PathBuf,
+    /// `routes.directory`, absolute.
+    pub route_dir: Option<PathBuf>,
     pub route_settle: Duration,
+    pub kubernetes: Option<KubernetesSettings>,
     pub path_template: Option<routes::PathTemplate>,
     pub overrides: HashMap<String, Vec<Endpoint>>,
     pub demo: bool,
@@ -493,16 +526,25 @@ impl Config {
 
         // Absolute, so that the paths the file watcher reports (always absolute) and those the
         // directory read lists are the same paths (the settle time goes by them).
-        let route_dir = if self.routes.directory.is_absolute() {
-            self.routes.directory.clone()
-        } else {
-            base.join(&self.routes.directory)
-        };
-        let route_dir = std::path::absolute(&route_dir).unwrap_or(route_dir);
-        if !route_dir.is_dir() {
+        let route_dir = self.routes.directory.as_ref().map(|dir| {
+            let dir = std::path::absolute(base.join(dir)).unwrap_or_else(|_| base.join(dir));
+            if !dir.is_dir() {
+                err(
+                    "routes.directory".into(),
+                    format!("{} is not a directory", dir.display()),
+                );
+            }
+            dir
+        });
+        let kubernetes = self
+            .routes
+            .kubernetes
+            .as_ref()
+            .map(|k| k.validate(base, &mut err));
+        if route_dir.is_none() && kubernetes.is_none() {
             err(
-                "routes.directory".into(),
-                format!("{} is not a directory", route_dir.display()),
+                "routes".into(),
+                "needs a source: `directory`, `kubernetes`, or both".into(),
             );
         }
 
@@ -671,6 +713,7 @@ impl Config {
             admin,
             route_dir,
             route_settle: self.routes.settle,
+            kubernetes,
             path_template,
             overrides,
             demo: self.demo,
@@ -680,6 +723,99 @@ impl Config {
             threads: self.threads,
             shutdown: self.shutdown,
         })
+    }
+}
+
+/// The validated `routes.kubernetes`.
+#[derive(Debug, Clone)]
+pub struct KubernetesSettings {
+    pub kubeconfig: Option<PathBuf>,
+    /// Empty: all namespaces.
+    pub namespaces: Vec<String>,
+    pub label_selector: Option<String>,
+    /// What to watch, in the order it is listed.
+    pub resources: Vec<WatchedResource>,
+}
+
+/// One custom resource type to list and watch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WatchedResource {
+    pub group: &'static str,
+    pub version: String,
+    pub kind: &'static str,
+    pub plural: &'static str,
+}
+
+impl KubernetesSource {
+    fn validate(&self, base: &Path, err: &mut impl FnMut(String, String)) -> KubernetesSettings {
+        let field = |f: &str| format!("routes.kubernetes.{f}");
+        let kubeconfig = self.kubeconfig.as_ref().map(|p| base.join(p));
+        if let Some(p) = &kubeconfig {
+            if let Err(e) = std::fs::metadata(p) {
+                err(field("kubeconfig"), format!("{}: {e}", p.display()));
+            }
+        }
+        for (i, ns) in self.namespaces.iter().enumerate() {
+            if !routes::objects::is_dns_label(ns) {
+                err(
+                    format!("{}[{i}]", field("namespaces")),
+                    format!("{ns:?} is not a namespace name (a DNS label)"),
+                );
+            }
+        }
+        if let Some(sel) = &self.label_selector {
+            if sel.trim().is_empty() || sel.chars().any(|c| c.is_control()) {
+                err(
+                    field("label_selector"),
+                    format!("{sel:?} is not a label selector"),
+                );
+            }
+        }
+        let mut resources = Vec::new();
+        if self.kserve {
+            resources.push(WatchedResource {
+                group: "serving.kserve.io",
+                version: "v1beta1".into(),
+                kind: "InferenceService",
+                plural: "inferenceservices",
+            });
+        }
+        for (i, v) in self.kfserving.iter().enumerate() {
+            if !matches!(v.as_str(), "v1beta1" | "v1alpha2") {
+                err(
+                    format!("{}[{i}]", field("kfserving")),
+                    format!("{v:?}: KFServing served v1beta1 and v1alpha2"),
+                );
+                continue;
+            }
+            resources.push(WatchedResource {
+                group: "serving.kubeflow.org",
+                version: v.clone(),
+                kind: "InferenceService",
+                plural: "inferenceservices",
+            });
+        }
+        if self.seldon {
+            resources.push(WatchedResource {
+                group: "machinelearning.seldon.io",
+                version: "v1".into(),
+                kind: "SeldonDeployment",
+                plural: "seldondeployments",
+            });
+        }
+        if resources.is_empty() {
+            err(
+                "routes.kubernetes".into(),
+                "watches nothing: `kserve` is off and neither `kfserving` nor `seldon` is set"
+                    .into(),
+            );
+        }
+        KubernetesSettings {
+            kubeconfig,
+            namespaces: self.namespaces.clone(),
+            label_selector: self.label_selector.clone(),
+            resources,
+        }
     }
 }
 

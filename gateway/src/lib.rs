@@ -18,3 +18,4 @@ pub mod resolver;
 pub mod server;
 pub mod state;
 pub mod upstream;
+pub mod watch;

@@ -2,8 +2,8 @@
 //! reloader and the admin endpoint.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
 };
 
 #[derive(Clone)]
@@ -23,6 +23,11 @@ pub struct Metrics {
     pub route_hosts: IntGauge,
     pub route_objects: IntGauge,
     pub route_errors: IntGauge,
+    pub source_up: IntGaugeVec,
+    pub source_errors: IntCounterVec,
+    pub source_lists: IntCounterVec,
+    pub source_objects: IntGaugeVec,
+    pub source_last_sync: GaugeVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -121,6 +126,46 @@ impl Metrics {
             "Files or objects rejected by the last reload.",
         )
         .expect("static metric definition");
+        let source_up = IntGaugeVec::new(
+            Opts::new(
+                "modelgate_route_source_up",
+                "1 while the route source reads (the API server answers), 0 while it fails.",
+            ),
+            &["source"],
+        )
+        .expect("static metric definition");
+        let source_errors = IntCounterVec::new(
+            Opts::new(
+                "modelgate_route_source_errors_total",
+                "Failed reads of a route source (a list or watch of the API server that failed).",
+            ),
+            &["source"],
+        )
+        .expect("static metric definition");
+        let source_lists = IntCounterVec::new(
+            Opts::new(
+                "modelgate_route_source_lists_total",
+                "Complete lists of the API server (the first, and each relist).",
+            ),
+            &["source"],
+        )
+        .expect("static metric definition");
+        let source_objects = IntGaugeVec::new(
+            Opts::new(
+                "modelgate_route_source_objects",
+                "Items (files, or API objects) in the route source's last complete read.",
+            ),
+            &["source"],
+        )
+        .expect("static metric definition");
+        let source_last_sync = GaugeVec::new(
+            Opts::new(
+                "modelgate_route_source_last_sync_timestamp_seconds",
+                "When the route source's last complete read went into the table (Unix time).",
+            ),
+            &["source"],
+        )
+        .expect("static metric definition");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(latency.clone()),
@@ -135,6 +180,11 @@ impl Metrics {
             Box::new(route_hosts.clone()),
             Box::new(route_objects.clone()),
             Box::new(route_errors.clone()),
+            Box::new(source_up.clone()),
+            Box::new(source_errors.clone()),
+            Box::new(source_lists.clone()),
+            Box::new(source_objects.clone()),
+            Box::new(source_last_sync.clone()),
         ] {
             registry.register(c).expect("metric names are unique");
         }
@@ -154,6 +204,11 @@ impl Metrics {
             route_hosts,
             route_objects,
             route_errors,
+            source_up,
+            source_errors,
+            source_lists,
+            source_objects,
+            source_last_sync,
         }
     }
 

@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use notify::{RecursiveMode, Watcher};
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
-use routes::{BuildOptions, Catalog, Outcome, SourceFile};
+use routes::{BuildOptions, Catalog, Outcome, SourceItem};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -30,7 +30,7 @@ const RETIRE_WAIT: Duration = Duration::from_secs(5);
 /// Reads every manifest file in `dir`: `*.yaml` and `*.yml`, following symlinks (ConfigMap
 /// volumes are all symlinks), skipping hidden entries (kubelet's `..data` and `..2024_...`
 /// directories, editors' swap files). Sorted by name so errors come out in a stable order.
-pub fn read_dir(dir: &Path) -> std::io::Result<Vec<SourceFile>> {
+pub fn read_dir(dir: &Path) -> std::io::Result<Vec<SourceItem>> {
     let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)?
         .filter_map(|e| e.ok())
         .map(|e| e.path())
@@ -44,89 +44,76 @@ pub fn read_dir(dir: &Path) -> std::io::Result<Vec<SourceFile>> {
     paths.sort();
     Ok(paths
         .into_iter()
-        .map(|p| SourceFile {
+        .map(|p| SourceItem {
             path: p.display().to_string(),
-            contents: std::fs::read_to_string(&p).map_err(|e| e.to_string()),
+            contents: routes::Contents::Text(
+                std::fs::read_to_string(&p).map_err(|e| e.to_string()),
+            ),
         })
         .collect())
 }
 
-/// Owns the catalog (the last good state of every object) and applies each new read to it.
-pub struct Reloader {
-    dir: PathBuf,
-    settle: Duration,
-    /// When each file was last written in place, by the watcher's events.
-    written: Arc<Mutex<HashMap<PathBuf, Instant>>>,
-    catalog: Mutex<Catalog>,
-    live: Arc<Live>,
-    resolve_interval: Duration,
+/// The live table's one writer. Every source hands over its complete current read (the
+/// directory after each change, the API after each burst of events); the catalog keeps the
+/// other sources' last reads, so each rebuild sees everything. Rebuilds, name refreshes and
+/// swaps are serialised by the catalog's lock, so a slower rebuild can never swap in an older
+/// table after a newer one.
+pub struct Routes {
+    catalog: tokio::sync::Mutex<Catalog>,
+    pub live: Arc<Live>,
     /// Endpoints outside the table that need addresses too (the OIDC provider).
     extra_endpoints: Vec<routes::Endpoint>,
+    /// Sources that have not delivered a complete read yet: the gateway is ready once none is
+    /// left (a table without the API's objects would answer 404 for every model).
+    waiting: Mutex<Vec<&'static str>>,
 }
 
-impl Reloader {
+impl Routes {
     pub fn new(
-        dir: PathBuf,
-        settle: Duration,
         options: BuildOptions,
         live: Arc<Live>,
-        resolve_interval: Duration,
         extra_endpoints: Vec<routes::Endpoint>,
+        sources: Vec<&'static str>,
     ) -> Self {
-        Reloader {
-            dir,
-            settle,
-            written: Default::default(),
-            catalog: Mutex::new(Catalog::new(options)),
+        Routes {
+            catalog: tokio::sync::Mutex::new(Catalog::new(options)),
             live,
-            resolve_interval,
             extra_endpoints,
+            waiting: Mutex::new(sources),
         }
     }
 
-    /// One reload: read, build, resolve, swap. A directory that cannot be read changes nothing.
-    /// Returns when the next reload is due for a file still being written.
-    pub async fn reload(&self, why: &str) -> Option<Instant> {
-        let dir = self.dir.clone();
-        let files = match tokio::task::spawn_blocking(move || read_dir(&dir)).await {
-            Ok(Ok(files)) => files,
-            Ok(Err(e)) => {
-                self.live.metrics.reloads_failed.inc();
-                tracing::error!(dir = %self.dir.display(), error = %e, "cannot read the route directory; keeping the current table");
-                return None;
-            }
-            Err(e) => {
-                self.live.metrics.reloads_failed.inc();
-                tracing::error!(error = %e, "route directory read panicked; keeping the current table");
-                return None;
-            }
-        };
-        let (files, unsettled, due) = self.settled(files, Instant::now());
-        let (
-            Outcome {
-                table,
-                errors,
-                warnings,
-            },
-            objects,
-        ) = {
-            let mut catalog = self.catalog.lock().unwrap_or_else(|p| p.into_inner());
-            let outcome = catalog.apply_keeping(&files, &unsettled);
-            (outcome, catalog.routed_objects())
-        };
+    /// One rebuild: a complete read of `source` (items in `keep` stay as last read), built with
+    /// every other source's last read, resolved, then swapped in.
+    pub async fn publish(
+        &self,
+        source: &'static str,
+        items: &[SourceItem],
+        keep: &[String],
+        why: &str,
+    ) {
+        let mut catalog = self.catalog.lock().await;
+        let started = Instant::now();
+        let Outcome {
+            table,
+            errors,
+            warnings,
+        } = catalog.apply_source(source, items, keep);
+        let objects = catalog.routed_objects();
+        let built = started.elapsed();
         // Resolve before the swap, so a new revision is reachable the moment it is routed.
         let previous = self.live.current.load_full();
-        let resolved = resolver::resolve_all(
+        let resolved = resolver::resolve_new(
             table.endpoints().into_iter().chain(&self.extra_endpoints),
             &previous.resolved,
         )
         .await;
 
         for e in &errors {
-            tracing::error!(file = %e.file, object = e.object.as_deref().unwrap_or("-"), field = e.field.as_deref().unwrap_or("-"), "{e}");
+            tracing::error!(source = %e.source, object = e.object.as_deref().unwrap_or("-"), field = e.field.as_deref().unwrap_or("-"), "{e}");
         }
         for e in &warnings {
-            tracing::warn!(file = %e.file, object = e.object.as_deref().unwrap_or("-"), field = e.field.as_deref().unwrap_or("-"), "{e}");
+            tracing::warn!(source = %e.source, object = e.object.as_deref().unwrap_or("-"), field = e.field.as_deref().unwrap_or("-"), "{e}");
         }
         let m = &self.live.metrics;
         if errors.is_empty() {
@@ -139,10 +126,12 @@ impl Reloader {
         m.route_errors.set(errors.len() as i64);
         tracing::info!(
             trigger = why,
+            source,
             generation = table.generation(),
             hosts = table.len(),
             objects,
             errors = errors.len(),
+            build_ms = built.as_secs_f64() * 1000.0,
             "route table loaded"
         );
         self.live.current.store(Arc::new(Snapshot {
@@ -151,19 +140,96 @@ impl Reloader {
         }));
         self.live.errors.store(Arc::new(errors));
         self.live.warnings.store(Arc::new(warnings));
-        self.live.set_ready();
+        self.live.source_synced(source, items.len() + keep.len());
+        let ready = {
+            let mut waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
+            waiting.retain(|s| *s != source);
+            waiting.is_empty()
+        };
+        if ready {
+            self.live.set_ready();
+        }
         tokio::spawn(retire(previous));
-        due
     }
 
+    /// Looks every name up again.
+    pub async fn refresh_names(&self) {
+        let _catalog = self.catalog.lock().await;
+        let current = self.live.current.load_full();
+        let resolved = resolver::resolve_all(
+            current
+                .table
+                .endpoints()
+                .into_iter()
+                .chain(&self.extra_endpoints),
+            &current.resolved,
+        )
+        .await;
+        self.live.current.store(Arc::new(Snapshot {
+            table: current.table.clone(),
+            resolved,
+        }));
+        tokio::spawn(retire(current));
+    }
+}
+
+/// The source's name in the catalog, `/routes`, `/readyz` and the metrics.
+pub const SOURCE: &str = "directory";
+
+/// The manifest directory as a route source: re-read whole on every change.
+pub struct DirSource {
+    dir: PathBuf,
+    settle: Duration,
+    /// When each file was last written in place, by the watcher's events.
+    written: Arc<Mutex<HashMap<PathBuf, Instant>>>,
+    routes: Arc<Routes>,
+}
+
+impl DirSource {
+    pub fn new(dir: PathBuf, settle: Duration, routes: Arc<Routes>) -> Self {
+        routes
+            .live
+            .source_location(SOURCE, dir.display().to_string());
+        DirSource {
+            dir,
+            settle,
+            written: Default::default(),
+            routes,
+        }
+    }
+
+    /// One reload: read, then publish. A directory that cannot be read changes nothing.
+    /// Returns when the next reload is due for a file still being written.
+    pub async fn reload(&self, why: &str) -> Option<Instant> {
+        let dir = self.dir.clone();
+        let files = match tokio::task::spawn_blocking(move || read_dir(&dir)).await {
+            Ok(Ok(files)) => files,
+            Ok(Err(e)) => {
+                self.routes.live.metrics.reloads_failed.inc();
+                tracing::error!(dir = %self.dir.display(), error = %e, "cannot read the route directory; keeping the current table");
+                self.routes
+                    .live
+                    .source_error(SOURCE, format!("{}: {e}", self.dir.display()));
+                return None;
+            }
+            Err(e) => {
+                self.routes.live.metrics.reloads_failed.inc();
+                tracing::error!(error = %e, "route directory read panicked; keeping the current table");
+                return None;
+            }
+        };
+        let (files, unsettled, due) = self.settled(files, Instant::now());
+        self.routes.publish(SOURCE, &files, &unsettled, why).await;
+        due
+    }
     /// The read as the build should see it: a file written in place less than the settle time
     /// ago is left out and named in the second list (the catalog keeps what it last read of
     /// it), and the time when it will have settled is returned.
     fn settled(
         &self,
-        files: Vec<SourceFile>,
+        files: Vec<SourceItem>,
         now: Instant,
-    ) -> (Vec<SourceFile>, Vec<String>, Option<Instant>) {
+    ) -> (Vec<SourceItem>, Vec<String>, Option<Instant>) {
         let mut written = self.written.lock().unwrap_or_else(|p| p.into_inner());
         written.retain(|_, at| now.duration_since(*at) < self.settle);
         let mut due: Option<Instant> = None;
@@ -180,25 +246,6 @@ impl Reloader {
             }
         }
         (out, unsettled, due)
-    }
-
-    /// Looks every name up again. Runs in the same task as `reload`, so the two never race.
-    async fn refresh_names(&self) {
-        let current = self.live.current.load_full();
-        let resolved = resolver::resolve_all(
-            current
-                .table
-                .endpoints()
-                .into_iter()
-                .chain(&self.extra_endpoints),
-            &current.resolved,
-        )
-        .await;
-        self.live.current.store(Arc::new(Snapshot {
-            table: current.table.clone(),
-            resolved,
-        }));
-        tokio::spawn(retire(current));
     }
 
     /// Watches the directory. Events inside it, whatever file they name, trigger a full re-read:
@@ -249,8 +296,6 @@ impl Reloader {
             }
         };
         let mut due = self.reload("start").await;
-        let mut refresh = tokio::time::interval(self.resolve_interval);
-        refresh.reset();
         loop {
             let settle = async {
                 match due {
@@ -269,7 +314,6 @@ impl Reloader {
                 Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => {
                     due = self.reload("SIGHUP").await;
                 }
-                _ = refresh.tick() => self.refresh_names().await,
             }
         }
     }
@@ -286,13 +330,44 @@ async fn retire(old: Arc<Snapshot>) {
     }
 }
 
-/// Runs the reloader as a pingora background service.
-pub struct ReloadService(pub Arc<Reloader>);
+/// Runs every route source, and the name refresh, as one pingora background service.
+pub struct ReloadService {
+    pub routes: Arc<Routes>,
+    pub dir: Option<DirSource>,
+    pub kube: Option<crate::watch::KubeSource>,
+    pub resolve_interval: Duration,
+}
 
 #[async_trait]
 impl BackgroundService for ReloadService {
     async fn start(&self, shutdown: ShutdownWatch) {
-        self.0.run(shutdown).await;
+        let dir = async {
+            match &self.dir {
+                Some(d) => d.run(shutdown.clone()).await,
+                None => std::future::pending().await,
+            }
+        };
+        let kube = async {
+            match &self.kube {
+                Some(k) => k.run(shutdown.clone()).await,
+                None => std::future::pending().await,
+            }
+        };
+        let refresh = async {
+            let mut tick = tokio::time::interval(self.resolve_interval);
+            tick.reset();
+            loop {
+                tick.tick().await;
+                self.routes.refresh_names().await;
+            }
+        };
+        let mut stop = shutdown.clone();
+        tokio::select! {
+            _ = stop.changed() => {}
+            () = dir => {}
+            () = kube => {}
+            () = refresh => {}
+        }
     }
 }
 
@@ -324,7 +399,10 @@ mod tests {
                         .to_str()
                         .unwrap()
                         .to_string(),
-                    f.contents.clone().unwrap(),
+                    match &f.contents {
+                        routes::Contents::Text(Ok(t)) => t.clone(),
+                        other => panic!("{other:?}"),
+                    },
                 )
             })
             .collect();

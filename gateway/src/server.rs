@@ -7,7 +7,7 @@ use crate::config::{LogFormat, Settings, Shutdown};
 use crate::exchange::{Drain, Gateway, Listener, ProxySettings};
 use crate::listen::{AcceptGate, App, ConnLimit, ConnSettings};
 use crate::metrics::Metrics;
-use crate::reload::{ReloadService, Reloader};
+use crate::reload::{DirSource, ReloadService, Routes};
 use crate::state::Live;
 use crate::upstream::PoolLimits;
 use async_trait::async_trait;
@@ -346,19 +346,30 @@ pub fn run(mut settings: Settings, upgrade: bool) -> i32 {
         .as_ref()
         .map(|a| a.provider_target.backends[0].endpoints.clone())
         .unwrap_or_default();
-    let reloader = Reloader::new(
-        settings.route_dir.clone(),
-        settings.route_settle,
+    let sources = [
+        settings.route_dir.as_ref().map(|_| crate::reload::SOURCE),
+        settings.kubernetes.as_ref().map(|_| crate::watch::SOURCE),
+    ];
+    let routes = Arc::new(Routes::new(
         options,
         live,
-        settings.upstream.resolve_interval,
         extra_endpoints,
-    );
-    server.add_service(admin);
-    server.add_service(background_service(
-        "routes",
-        ReloadService(Arc::new(reloader)),
+        sources.into_iter().flatten().collect(),
     ));
+    let reload = ReloadService {
+        dir: settings
+            .route_dir
+            .clone()
+            .map(|dir| DirSource::new(dir, settings.route_settle, routes.clone())),
+        kube: settings
+            .kubernetes
+            .clone()
+            .map(|k| crate::watch::KubeSource::new(k, routes.clone())),
+        routes,
+        resolve_interval: settings.upstream.resolve_interval,
+    };
+    server.add_service(admin);
+    server.add_service(background_service("routes", reload));
     if let Some(a) = authn {
         server.add_service(background_service("oidc", AuthnService(a)));
     }
@@ -372,7 +383,8 @@ pub fn run(mut settings: Settings, upgrade: bool) -> i32 {
     tracing::info!(
         listeners = ?settings.listeners.iter().map(|l| l.address).collect::<Vec<_>>(),
         admin = %settings.admin,
-        routes = %settings.route_dir.display(),
+        routes = ?settings.route_dir,
+        kubernetes = settings.kubernetes.is_some(),
         "modelgate starting"
     );
     server.run(RunArgs {

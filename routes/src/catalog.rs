@@ -139,17 +139,42 @@ impl PathTemplate {
     }
 }
 
-/// One file read from the route source. `contents` is `Err(reason)` when reading failed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SourceFile {
+/// One item of a route source: a manifest file, or one object from the Kubernetes API.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SourceItem {
+    /// Unique within its source: the file's path, or the object's API path
+    /// (`api:/apis/serving.kserve.io/v1beta1/namespaces/ns/inferenceservices/name`). Errors
+    /// name it.
     pub path: String,
-    pub contents: Result<String, String>,
+    pub contents: Contents,
 }
 
-/// A problem with one file or object, saying where: file, object and field path.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Contents {
+    /// A file's text, or why it could not be read.
+    Text(Result<String, String>),
+    /// An object the API server sent (already decoded), with a string that changes whenever
+    /// the object does (its `resourceVersion`): an unchanged object is not converted again.
+    Object {
+        value: Arc<serde_yaml::Value>,
+        version: String,
+    },
+}
+
+impl SourceItem {
+    pub fn text(path: impl Into<String>, contents: Result<String, String>) -> Self {
+        SourceItem {
+            path: path.into(),
+            contents: Contents::Text(contents),
+        }
+    }
+}
+
+/// A problem with one file or object, saying where: file (or API path), object and field path.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ObjectError {
-    pub file: String,
+    /// The [`SourceItem::path`]: a file, or an object's API path.
+    pub source: String,
     /// `namespace/name`, when the object could be identified.
     pub object: Option<String>,
     /// Field path such as `status.components.predictor.traffic[1].percent`.
@@ -162,7 +187,7 @@ pub struct ObjectError {
 
 impl fmt::Display for ObjectError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.file)?;
+        write!(f, "{}", self.source)?;
         if let Some(o) = &self.object {
             write!(f, ": {o}")?;
         }
@@ -185,7 +210,7 @@ pub struct Outcome {
 impl ObjectError {
     fn new(file: &str, object: Option<&IsvcRef>, e: FieldError) -> Self {
         ObjectError {
-            file: file.to_string(),
+            source: file.to_string(),
             object: object.map(IsvcRef::to_string),
             field: e.field,
             message: e.message,
@@ -202,7 +227,7 @@ impl ObjectError {
 
     fn file(file: &str, message: String) -> Self {
         ObjectError {
-            file: file.to_string(),
+            source: file.to_string(),
             object: None,
             field: None,
             message,
@@ -216,9 +241,20 @@ impl ObjectError {
 pub struct Catalog {
     options: BuildOptions,
     generation: u64,
-    /// By file path: the objects the file held at its last successful parse.
-    files: BTreeMap<String, FileState>,
+    /// By source name (the directory, the Kubernetes API), each with its own items. A read of
+    /// one source replaces only that source's items: the two are watched apart.
+    sources: BTreeMap<String, Source>,
     routed: usize,
+}
+
+/// One source as of its last read.
+#[derive(Debug, Default)]
+struct Source {
+    /// By item path: the objects the item held at its last successful parse.
+    items: BTreeMap<String, FileState>,
+    /// What the last read found wrong with its items (reported again when another source is
+    /// read, so that every build lists every current problem).
+    errors: Vec<ObjectError>,
 }
 
 /// A file as of its last successful parse. A reload re-reads every file, but only a file whose
@@ -256,30 +292,34 @@ impl Catalog {
         Catalog {
             options,
             generation: 0,
-            files: BTreeMap::new(),
+            sources: BTreeMap::new(),
             routed: 0,
         }
     }
 
-    /// Applies a complete, fresh read of the route source (every file, every time) and returns
-    /// the new table (generation = previous + 1, starting at 1) and every current problem.
-    pub fn apply(&mut self, files: &[SourceFile]) -> Outcome {
-        self.apply_keeping(files, &[])
+    /// Applies a complete, fresh read of the only route source (every file, every time) and
+    /// returns the new table (generation = previous + 1, starting at 1) and every current
+    /// problem.
+    pub fn apply(&mut self, files: &[SourceItem]) -> Outcome {
+        self.apply_source("", files, &[])
     }
 
-    /// [`Catalog::apply`], with the files named in `keep` (absent from `files`) keeping the
+    /// Applies a complete, fresh read of the source `source` (every item it has now); the other
+    /// sources keep what they last read. Items named in `keep` (absent from `files`) keep the
     /// state of their last read as it is: a file still being written is neither read nor
     /// dropped (the reloader's settle time).
-    pub fn apply_keeping(&mut self, files: &[SourceFile], keep: &[String]) -> Outcome {
+    pub fn apply_source(&mut self, source: &str, files: &[SourceItem], keep: &[String]) -> Outcome {
         let mut errors = Vec::new();
-        let mut previous = std::mem::take(&mut self.files);
+        let mut previous =
+            std::mem::take(&mut self.sources.entry(source.to_string()).or_default().items);
+        let mut items = BTreeMap::new();
         for path in keep {
             if let Some(state) = previous.remove(path) {
                 errors.extend(state.errors.iter().cloned());
-                self.files.insert(path.clone(), state);
+                items.insert(path.clone(), state);
             }
         }
-        let mut sorted: Vec<&SourceFile> = files.iter().collect();
+        let mut sorted: Vec<&SourceItem> = files.iter().collect();
         sorted.sort_by(|a, b| a.path.cmp(&b.path));
         let mut jobs = Vec::with_capacity(sorted.len());
         for (i, file) in sorted.iter().enumerate() {
@@ -293,8 +333,11 @@ impl Catalog {
             jobs.push(Job {
                 file,
                 text: match &file.contents {
-                    Ok(text) => Ok((text, digest(text))),
-                    Err(reason) => Err(reason),
+                    Contents::Text(Ok(text)) => Ok((Text::Yaml(text), digest(text))),
+                    Contents::Object { value, version } => {
+                        Ok((Text::Object(value), (usize::MAX, digest(version).1)))
+                    }
+                    Contents::Text(Err(reason)) => Err(reason),
                 },
                 prev: previous.remove(&file.path),
             });
@@ -303,9 +346,16 @@ impl Catalog {
         for (file, (state, file_errors)) in self.read_all(jobs) {
             errors.extend(file_errors);
             if let Some(state) = state {
-                self.files.insert(file.path.clone(), state);
+                items.insert(file.path.clone(), state);
             }
         }
+        self.sources
+            .insert(source.to_string(), Source { items, errors });
+        let mut errors: Vec<ObjectError> = self
+            .sources
+            .values()
+            .flat_map(|s| s.errors.iter().cloned())
+            .collect();
         self.generation += 1;
         let table = self.build(&mut errors);
         let (warnings, errors) = errors.into_iter().partition(|e| e.warning);
@@ -318,7 +368,7 @@ impl Catalog {
 
     /// Reads every file (in parallel when many changed), keeping the input order so errors and
     /// host conflicts come out the same however the work was split.
-    fn read_all<'f>(&self, jobs: Vec<Job<'f>>) -> Vec<(&'f SourceFile, FileRead)> {
+    fn read_all<'f>(&self, jobs: Vec<Job<'f>>) -> Vec<(&'f SourceItem, FileRead)> {
         let changed = jobs
             .iter()
             .filter(|j| j.prev.as_ref().map(|p| p.digest) != j.text.as_ref().ok().map(|t| t.1))
@@ -373,9 +423,12 @@ impl Catalog {
             }
             prev => prev,
         };
-        let docs = match parse_documents(text) {
-            Err(message) => return (prev, vec![ObjectError::file(&file.path, message)]),
-            Ok(docs) => docs,
+        let docs = match text {
+            Text::Object(value) => vec![(**value).clone()],
+            Text::Yaml(text) => match parse_documents(text) {
+                Err(message) => return (prev, vec![ObjectError::file(&file.path, message)]),
+                Ok(docs) => docs,
+            },
         };
         // A file with nothing in it is one being written (truncated, not yet filled), or a
         // mistake: it must not remove every route it held. An empty `kind: List` is a real
@@ -503,7 +556,7 @@ impl Catalog {
 
     /// Merges every object's routes into one table, settling contested hosts by age.
     fn build(&mut self, errors: &mut Vec<ObjectError>) -> RouteTable {
-        let mut claims: Vec<(&str, &Held, &Arc<ObjectRoutes>)> = newest(&self.files, errors)
+        let mut claims: Vec<(&str, &Held, &Arc<ObjectRoutes>)> = newest(&self.sources, errors)
             .into_iter()
             .filter_map(|(path, h)| h.routes.as_ref().map(|r| (path, h, r)))
             .collect();
@@ -518,33 +571,38 @@ impl Catalog {
         });
         let capacity = claims.iter().map(|(_, _, r)| r.hosts.len()).sum();
         let mut hosts = HostMap::with_capacity_and_hasher(capacity, Default::default());
-        // Which claim owns each host, for the message when a newer object wants it too.
-        let mut owner: HashMap<&str, usize, _> =
-            HashMap::with_capacity_and_hasher(capacity, foldhash::fast::RandomState::default());
         self.routed = 0;
         for (i, (path, held, routes)) in claims.iter().enumerate() {
             let mut routed = false;
             for (host, route) in &routes.hosts {
-                if let Some(&w) = owner.get(&**host) {
-                    let (winner_path, winner, _) = claims[w];
-                    let message = format!(
-                        "host {host} is already routed to {} (from {winner_path}), \
-                         which is older; this object does not get it",
-                        winner.isvc
-                    );
-                    errors.push(ObjectError::new(
-                        path,
-                        Some(&held.isvc),
-                        FieldError {
-                            field: None,
-                            message,
-                        },
-                    ));
-                    continue;
+                use std::collections::hash_map::Entry;
+                match hosts.entry(host.clone()) {
+                    Entry::Vacant(v) => {
+                        v.insert(route.clone());
+                        routed = true;
+                    }
+                    Entry::Occupied(_) => {
+                        // Which older claim has it, for the message (contested hosts are rare:
+                        // no second map of every host for them).
+                        let (winner_path, winner, _) = claims[..i]
+                            .iter()
+                            .find(|(_, _, r)| r.hosts.iter().any(|(h, _)| h == host))
+                            .expect("an earlier claim inserted it");
+                        let message = format!(
+                            "host {host} is already routed to {} (from {winner_path}), \
+                             which is older; this object does not get it",
+                            winner.isvc
+                        );
+                        errors.push(ObjectError::new(
+                            path,
+                            Some(&held.isvc),
+                            FieldError {
+                                field: None,
+                                message,
+                            },
+                        ));
+                    }
                 }
-                owner.insert(host, i);
-                hosts.insert(host.clone(), route.clone());
-                routed = true;
             }
             self.routed += usize::from(routed);
         }
@@ -558,12 +616,12 @@ impl Catalog {
 /// newest copy that has routes is used whole until it is ready (a stopped one does). In path
 /// order.
 fn newest<'a>(
-    files: &'a BTreeMap<String, FileState>,
+    sources: &'a BTreeMap<String, Source>,
     errors: &mut Vec<ObjectError>,
 ) -> Vec<(&'a str, &'a Held)> {
     let mut order: Vec<(Kind, &IsvcRef)> = Vec::new();
     let mut copies: HashMap<(Kind, &IsvcRef), Vec<(&str, &Held)>> = HashMap::new();
-    for (path, file) in files {
+    for (path, file) in sources.values().flat_map(|s| &s.items) {
         for h in &file.held {
             let key = (h.kind, &h.isvc);
             let list = copies.entry(key).or_default();
@@ -642,12 +700,17 @@ fn digest(text: &str) -> (usize, u64) {
     (text.len(), h.finish())
 }
 
-/// One file to read, with what it held last time.
+/// One item to read, with what it held last time.
 struct Job<'f> {
-    file: &'f SourceFile,
-    /// The text and its digest, or why the file could not be read.
-    text: Result<(&'f str, (usize, u64)), &'f str>,
+    file: &'f SourceItem,
+    /// The contents and their digest, or why the file could not be read.
+    text: Result<(Text<'f>, (usize, u64)), &'f str>,
     prev: Option<FileState>,
+}
+
+enum Text<'f> {
+    Yaml(&'f str),
+    Object(&'f Arc<serde_yaml::Value>),
 }
 
 /// Splits a file into its YAML documents. Any syntax error fails the whole file (naming the

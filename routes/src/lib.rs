@@ -10,6 +10,8 @@ pub mod objects;
 pub mod request;
 pub mod table;
 
-pub use catalog::{BuildOptions, Catalog, ObjectError, Outcome, PathTemplate, SourceFile};
+pub use catalog::{
+    BuildOptions, Catalog, Contents, ObjectError, Outcome, PathTemplate, SourceItem,
+};
 pub use host::{normalize_host, request_host, HostError};
 pub use table::{Backend, Endpoint, HostRoute, IsvcRef, RouteTable, Target};

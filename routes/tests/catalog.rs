@@ -1,7 +1,7 @@
 //! The catalog's rules across successive reads: what keeps its last good routes, what loses
 //! them, who wins a contested host, and where revisions are reached.
 
-use routes::{BuildOptions, Catalog, Endpoint, Outcome, RouteTable, SourceFile};
+use routes::{BuildOptions, Catalog, Contents, Endpoint, Outcome, RouteTable, SourceItem};
 use std::collections::HashMap;
 
 /// A ready Knative-mode InferenceService with one revision at 100 %.
@@ -22,10 +22,10 @@ status:
     )
 }
 
-fn file(path: &str, text: &str) -> SourceFile {
-    SourceFile {
+fn file(path: &str, text: &str) -> SourceItem {
+    SourceItem {
         path: path.into(),
-        contents: Ok(text.into()),
+        contents: routes::Contents::Text(Ok(text.into())),
     }
 }
 
@@ -118,9 +118,9 @@ fn unparsable_file_keeps_last_good_routes() {
         ]
     );
     let unreadable = c.apply(&[
-        SourceFile {
+        SourceItem {
             path: "ab.yaml".into(),
-            contents: Err("permission denied".into()),
+            contents: routes::Contents::Text(Err("permission denied".into())),
         },
         other("o-predictor-00002"),
     ]);
@@ -498,7 +498,7 @@ fn many_files_read_in_parallel_give_the_sequential_outcome() {
             }
         })
         .collect();
-    let files: Vec<SourceFile> = objects
+    let files: Vec<SourceItem> = objects
         .iter()
         .enumerate()
         .map(|(i, t)| file(&format!("f{i:02}.yaml"), t))
@@ -610,7 +610,8 @@ fn files_being_written_keep_their_last_read() {
     let first = c.apply(&[file("a.yaml", &a), file("b.yaml", &b)]);
     assert_eq!(first.table.len(), 2);
     let b2 = isvc("b", "2024-01-01T00:00:00Z", "b-predictor-00002", "True");
-    let out = c.apply_keeping(
+    let out = c.apply_source(
+        "",
         &[file("b.yaml", &b2)],
         &["a.yaml".into(), "new.yaml".into()],
     );
@@ -622,4 +623,117 @@ fn files_being_written_keep_their_last_read() {
     // Settled and gone: the kept state goes with it.
     let out = c.apply(&[file("b.yaml", &b2)]);
     assert_eq!(out.table.len(), 1);
+}
+
+/// An object from the Kubernetes API, as the watcher hands it over.
+fn api_object(name: &str, created: &str, revision: &str, ready: &str, rv: &str) -> SourceItem {
+    let mut value: serde_yaml::Value =
+        serde_yaml::from_str(&isvc(name, created, revision, ready)).unwrap();
+    value["metadata"]["resourceVersion"] = rv.into();
+    SourceItem {
+        path: format!("api:/apis/serving.kserve.io/v1beta1/namespaces/ml/inferenceservices/{name}"),
+        contents: routes::Contents::Object {
+            value: std::sync::Arc::new(value),
+            version: rv.into(),
+        },
+    }
+}
+
+/// Two sources read apart: a read of one keeps the other's objects and its errors; objects go
+/// when their own source no longer has them; a host both claim stays with the older object and
+/// the other is told, whichever source was read last.
+#[test]
+fn sources_are_read_apart() {
+    let mut c = Catalog::new(BuildOptions::default());
+    let dir = [
+        file(
+            "static.yaml",
+            &isvc("s", "2024-01-01T00:00:00Z", "s-predictor-00001", "True"),
+        ),
+        file("broken.yaml", "kind: [oops\n"),
+    ];
+    c.apply_source("directory", &dir, &[]);
+    let api = [api_object(
+        "a",
+        "2024-02-01T00:00:00Z",
+        "a-predictor-00001",
+        "True",
+        "10",
+    )];
+    let out = c.apply_source("kubernetes", &api, &[]);
+    assert_eq!(
+        revisions(&out.table),
+        [
+            (
+                "a.ml.example.com".to_string(),
+                "a-predictor-00001".to_string()
+            ),
+            (
+                "s.ml.example.com".to_string(),
+                "s-predictor-00001".to_string()
+            ),
+        ]
+    );
+    // The directory's error is still reported after a read of the API.
+    assert_eq!(out.errors.len(), 1, "{:?}", messages(&out));
+    assert!(messages(&out)[0].starts_with("broken.yaml: invalid YAML"));
+
+    // An update from the API (new resourceVersion) is followed; an unchanged one is kept.
+    let out = c.apply_source(
+        "kubernetes",
+        &[api_object(
+            "a",
+            "2024-02-01T00:00:00Z",
+            "a-predictor-00002",
+            "True",
+            "11",
+        )],
+        &[],
+    );
+    assert!(
+        revisions(&out.table).contains(&("a.ml.example.com".into(), "a-predictor-00002".into()))
+    );
+
+    // A newer object from the API claiming the directory's host does not get it, and says so
+    // with its API path.
+    let taker = {
+        let mut item = api_object(
+            "s2",
+            "2024-03-01T00:00:00Z",
+            "s2-predictor-00001",
+            "True",
+            "12",
+        );
+        let Contents::Object { value, .. } = &mut item.contents else {
+            unreachable!()
+        };
+        std::sync::Arc::make_mut(value)["status"]["url"] = "http://s.ml.example.com".into();
+        item
+    };
+    let out = c.apply_source("kubernetes", &[taker], &[]);
+    assert_eq!(
+        revisions(&out.table),
+        [(
+            "s.ml.example.com".to_string(),
+            "s-predictor-00001".to_string()
+        )]
+    );
+    let m = messages(&out);
+    assert!(
+        m.iter().any(|e| e.starts_with("api:/apis/serving.kserve.io/v1beta1/namespaces/ml/inferenceservices/s2: ml/s2: host s.ml.example.com is already routed to ml/s (from static.yaml)")),
+        "{m:?}"
+    );
+
+    // The API's objects gone: only the directory's remain.
+    let out = c.apply_source("kubernetes", &[], &[]);
+    assert_eq!(
+        revisions(&out.table),
+        [(
+            "s.ml.example.com".to_string(),
+            "s-predictor-00001".to_string()
+        )]
+    );
+    // And a read of the directory leaves the API's (now none) alone.
+    let out = c.apply_source("directory", &dir[..1], &[]);
+    assert!(out.errors.is_empty(), "{:?}", messages(&out));
 }

@@ -4,7 +4,7 @@
 //! catalog; `NAME.expected.json` holds every error (as displayed) and the whole table. Run with
 //! `BLESS=1` to rewrite the expected files after a deliberate change, then review the diff.
 
-use routes::{BuildOptions, Catalog, Outcome, SourceFile};
+use routes::{BuildOptions, Catalog, Outcome, SourceItem};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 
@@ -12,10 +12,10 @@ fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
 }
 
-fn source(path: &str, text: &str) -> SourceFile {
-    SourceFile {
+fn source(path: &str, text: &str) -> SourceItem {
+    SourceItem {
         path: path.to_string(),
-        contents: Ok(text.to_string()),
+        contents: routes::Contents::Text(Ok(text.to_string())),
     }
 }
 

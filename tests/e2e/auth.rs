@@ -1126,7 +1126,7 @@ async fn service_account_tokens() {
     let up = Upstream::start("iris").await;
     let open_up = Upstream::start("open").await;
     let extra = format!(
-        "  kubernetes_tokens: {{issuer: \"{}\", audiences: [modelgate], token_file: reader-token}}\n  policies:\n    - {{namespace: restricted, groups: [\"system:serviceaccounts:restricted\"]}}\n",
+        "  kubernetes_tokens: {{issuer: \"{}\", audiences: [modelgate], token_file: reader-token, ca_file: api-ca.pem}}\n  policies:\n    - {{namespace: restricted, groups: [\"system:serviceaccounts:restricted\"]}}\n",
         api.url
     );
     let mut options = auth_options(&provider.issuer(), port, &up, &open_up, "");
@@ -1141,6 +1141,9 @@ async fn service_account_tokens() {
     options
         .files
         .push(("reader-token".into(), format!("{}\n", api.reader_token)));
+    options
+        .files
+        .push(("api-ca.pem".into(), api.ca_pem.clone()));
     let gw = Gateway::start(&manifests(), options).await;
     let call = |host: &'static str, token: String| {
         gw.get(host, "/v1/models/m")

@@ -11,6 +11,7 @@ mod deploy;
 mod failures;
 mod hardening;
 mod http2;
+mod kube_source;
 mod oidc_provider;
 mod quickstart;
 mod reload;

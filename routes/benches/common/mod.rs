@@ -2,7 +2,7 @@
 //! mode, each a 20 % canary (`latest` 20, `prev` 80) with tag hosts, spread over namespaces the
 //! way a shared cluster has them, and endpoint overrides for every revision.
 
-use routes::{BuildOptions, Endpoint, SourceFile};
+use routes::{BuildOptions, Endpoint, SourceItem};
 use std::collections::HashMap;
 
 pub const DOMAIN: &str = "example.com";
@@ -70,18 +70,18 @@ status:
 
 /// `n` objects in files of `per_file` `---`-separated documents (a `kubectl get -A -o yaml`
 /// dump split up).
-pub fn source(n: usize, per_file: usize) -> Vec<SourceFile> {
+pub fn source(n: usize, per_file: usize) -> Vec<SourceItem> {
     (0..n)
         .collect::<Vec<_>>()
         .chunks(per_file.max(1))
         .enumerate()
-        .map(|(f, chunk)| SourceFile {
+        .map(|(f, chunk)| SourceItem {
             path: format!("isvc/part-{f:05}.yaml"),
-            contents: Ok(chunk
+            contents: routes::Contents::Text(Ok(chunk
                 .iter()
                 .map(|&i| isvc_yaml(i))
                 .collect::<Vec<_>>()
-                .join("---\n")),
+                .join("---\n"))),
         })
         .collect()
 }

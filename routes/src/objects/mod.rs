@@ -415,7 +415,7 @@ fn capitalise(s: &str) -> String {
 }
 
 /// RFC 1123 label as Kubernetes checks names: lower-case alphanumerics and '-', at most 63.
-fn is_dns_label(s: &str) -> bool {
+pub fn is_dns_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
         && s.bytes()

@@ -33,6 +33,8 @@ pub struct Options {
     pub shutdown: Option<String>,
     /// More keys of the `routes:` section (flow-mapping entries), beside `directory`.
     pub routes: String,
+    /// No `routes.directory` (the routes come from the Kubernetes API only).
+    pub no_directory: bool,
 }
 
 impl Gateway {
@@ -67,12 +69,12 @@ impl Gateway {
             .as_deref()
             .unwrap_or("{grace_period: 0s, drain_timeout: 1s}");
         config.push_str(&format!(
-            "admin: {{address: \"127.0.0.1:{admin_port}\"}}\nroutes: {{directory: routes{}}}\nshutdown: {shutdown}\n",
-            if opts.routes.is_empty() {
-                String::new()
-            } else {
-                format!(", {}", opts.routes)
-            }
+            "admin: {{address: \"127.0.0.1:{admin_port}\"}}\nroutes: {{{}}}\nshutdown: {shutdown}\n",
+            [(!opts.no_directory).then_some("directory: routes"), (!opts.routes.is_empty()).then_some(opts.routes.as_str())]
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>()
+                .join(", ")
         ));
         if !opts.endpoints.is_empty() {
             config.push_str("endpoints:\n");
@@ -135,7 +137,7 @@ impl Gateway {
         gw
     }
 
-    async fn wait_ready(&self) {
+    pub async fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok(r) = self.client.get(self.admin_url("/readyz")).send().await {

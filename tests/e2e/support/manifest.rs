@@ -45,6 +45,11 @@ impl Isvc {
         }
     }
 
+    /// The object as JSON, as the API server sends it.
+    pub fn json(&self) -> serde_json::Value {
+        serde_yaml::from_str(&self.yaml()).unwrap()
+    }
+
     /// The object as YAML.
     pub fn yaml(&self) -> String {
         let (n, ns) = (&self.name, &self.namespace);
