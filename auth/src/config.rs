@@ -228,6 +228,12 @@ pub struct KubernetesTokensConfig {
     /// system's roots.
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
+    /// Also check that the pod a token is bound to (`kubernetes.io.pod`) still exists with the
+    /// same uid, by asking the API server at `discovery_url` (which must then be the API
+    /// server; it needs `get` on pods). A token from a deleted pod then stops working at once
+    /// instead of at its expiry. Tokens bound to no pod are not affected.
+    #[serde(default)]
+    pub check_pods: bool,
 }
 
 /// The validated `auth.kubernetes_tokens`.
@@ -240,6 +246,7 @@ pub struct KubernetesTokens {
     pub token_file: Option<PathBuf>,
     /// The CA bundle's PEM text, read at load.
     pub ca_pem: Option<Vec<u8>>,
+    pub check_pods: bool,
 }
 
 /// What the API server calls itself as an audience: its issuer, and the in-cluster names.
@@ -340,6 +347,7 @@ impl KubernetesTokensConfig {
             audiences: self.audiences,
             token_file,
             ca_pem,
+            check_pods: self.check_pods,
         })
     }
 }

@@ -18,6 +18,31 @@ pub fn peek_issuer(token: &str) -> Option<String> {
     serde_json::from_slice::<Claims>(&bytes).ok()?.iss
 }
 
+/// The pod a projected token is bound to (`kubernetes.io.pod`), with its namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BoundPod {
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+}
+
+/// The token's pod binding, read from the payload. Only for a token whose signature has been
+/// verified: the claims are trusted from there.
+pub fn bound_pod(token: &str) -> Option<BoundPod> {
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    let k = &claims["kubernetes.io"];
+    let text = |v: &serde_json::Value| v.as_str().filter(|s| !s.is_empty()).map(str::to_string);
+    Some(BoundPod {
+        namespace: text(&k["namespace"])?,
+        name: text(&k["pod"]["name"])?,
+        uid: text(&k["pod"]["uid"])?,
+    })
+}
+
 /// `system:serviceaccount:{namespace}:{name}` → that user, in the groups Kubernetes puts every
 /// service account in: `system:serviceaccounts`, `system:serviceaccounts:{namespace}` and
 /// `system:authenticated`. Anything else (a token of the same issuer for something that is not
@@ -53,6 +78,27 @@ mod tests {
     fn token(claims: &str) -> String {
         let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
         format!("{}.{}.sig", b64(r#"{"alg":"RS256"}"#), b64(claims))
+    }
+
+    #[test]
+    fn bound_pods_are_read() {
+        let t = token(
+            r#"{"kubernetes.io":{"namespace":"ml","pod":{"name":"p-1","uid":"u-1"},"serviceaccount":{"name":"s"}}}"#,
+        );
+        assert_eq!(
+            bound_pod(&t),
+            Some(BoundPod {
+                namespace: "ml".into(),
+                name: "p-1".into(),
+                uid: "u-1".into()
+            })
+        );
+        // Bound to no pod (a TokenRequest for a Secret, or none at all).
+        assert_eq!(
+            bound_pod(&token(r#"{"kubernetes.io":{"namespace":"ml"}}"#)),
+            None
+        );
+        assert_eq!(bound_pod(&token(r#"{"sub":"x"}"#)), None);
     }
 
     #[test]

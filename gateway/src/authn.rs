@@ -12,7 +12,7 @@ use auth::session::{self, Identity, Session, SessionCodec};
 use pingora::server::ShutdownWatch;
 use routes::{Backend, Endpoint, Target};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Seconds since the Unix epoch: the clock the pure auth code is given.
 pub fn now() -> u64 {
@@ -42,7 +42,13 @@ struct KubeTokens {
     jwks_uri: ArcSwapOption<String>,
     keys: KeyCache,
     params: VerifyParams,
+    /// Pod uids found alive, and when (`check_pods`).
+    pods_seen: std::sync::Mutex<std::collections::HashMap<String, Instant>>,
 }
+
+/// How long a pod found alive is not asked about again: a deleted pod's tokens stop working
+/// within this time, at one API request per pod and period.
+const POD_SEEN_FOR: Duration = Duration::from_secs(5);
 
 impl KubeTokens {
     fn new(settings: auth::config::KubernetesTokens, leeway: Duration) -> Self {
@@ -74,7 +80,63 @@ impl KubeTokens {
             keys: KeyCache::new(MIN_REFETCH),
             params,
             settings,
+            pods_seen: Default::default(),
         }
+    }
+
+    /// With `check_pods`: the pod the (verified) token is bound to still exists, with the uid
+    /// the token names. Fails closed: an API server that cannot say refuses the token.
+    async fn check_pod(&self, token: &str) -> Result<(), String> {
+        let Some(pod) = auth::kubernetes::bound_pod(token).filter(|_| self.settings.check_pods)
+        else {
+            return Ok(());
+        };
+        let fresh = |seen: &Instant| seen.elapsed() < POD_SEEN_FOR;
+        if self
+            .pods_seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&pod.uid)
+            .is_some_and(fresh)
+        {
+            return Ok(());
+        }
+        let url = format!(
+            "{}/api/v1/namespaces/{}/pods/{}",
+            self.settings.discovery_url, pod.namespace, pod.name
+        );
+        let mut req = self.http.get(&url);
+        if let Some(t) = self.bearer() {
+            req = req.bearer_auth(t);
+        }
+        let r = req
+            .send()
+            .await
+            .map_err(|e| format!("cannot ask the API server for the token's pod: {e}"))?;
+        match r.status().as_u16() {
+            200 => {}
+            404 => {
+                return Err(format!(
+                    "the token's pod {}/{} no longer exists",
+                    pod.namespace, pod.name
+                ))
+            }
+            s => return Err(format!("the API server answered {s} for the token's pod")),
+        }
+        let body: serde_json::Value = r
+            .json()
+            .await
+            .map_err(|e| format!("the API server's pod: {e}"))?;
+        if body["metadata"]["uid"] != pod.uid.as_str() {
+            return Err(format!(
+                "the token's pod {}/{} was replaced (another uid)",
+                pod.namespace, pod.name
+            ));
+        }
+        let mut seen = self.pods_seen.lock().unwrap_or_else(|p| p.into_inner());
+        seen.retain(|_, at| fresh(at));
+        seen.insert(pod.uid, Instant::now());
+        Ok(())
     }
 
     /// The gateway's own token for the API server, read each time (kubelet rotates it).
@@ -156,8 +218,10 @@ impl KubeTokens {
             .verify(token, &self.params, now, fetch)
             .await
             .map_err(|e| e.to_string())?;
-        auth::kubernetes::service_account_identity(&verified.user)
-            .ok_or_else(|| "the token's subject is not a service account".to_string())
+        let identity = auth::kubernetes::service_account_identity(&verified.user)
+            .ok_or_else(|| "the token's subject is not a service account".to_string())?;
+        self.check_pod(token).await?;
+        Ok(identity)
     }
 
     async fn run(&self, refresh: Duration, shutdown: ShutdownWatch) {

@@ -960,19 +960,19 @@ async fn cookies_are_secure_over_tls_or_by_config() {
     let ca = crate::tls::Ca::new();
     let (cert, key, _) = ca.leaf(&[IRIS]);
     let port = free_port();
-    let tls_port = free_port();
     let provider = OidcProvider::start(&[redirect_uri(port)]).await;
     let up = Upstream::start("iris").await;
     let open_up = Upstream::start("open").await;
     let mut opts = auth_options(&provider.issuer(), port, &up, &open_up, "");
     opts.extra = format!(
-        "  - address: \"127.0.0.1:{tls_port}\"\n    tls: {{certificates: [{{cert: tls.crt, key: tls.key}}]}}\n{}",
+        "  - address: \"127.0.0.1:0\"\n    tls: {{certificates: [{{cert: tls.crt, key: tls.key}}]}}\n{}",
         opts.extra
     );
     opts.extra_listeners = true;
     opts.files.push(("tls.crt".into(), cert));
     opts.files.push(("tls.key".into(), key));
     let gw = Gateway::start(&manifests(), opts).await;
+    let tls_port = gw.ports[1];
     let client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .add_root_certificate(reqwest::Certificate::from_pem(ca.pem.as_bytes()).unwrap())
@@ -1009,17 +1009,17 @@ async fn cookies_are_secure_over_tls_or_by_config() {
 #[tokio::test]
 async fn listener_can_opt_out() {
     let port = free_port();
-    let open_port = free_port();
     let provider = OidcProvider::start(&[redirect_uri(port)]).await;
     let up = Upstream::start("iris").await;
     let open_up = Upstream::start("open").await;
     let mut opts = auth_options(&provider.issuer(), port, &up, &open_up, "");
     opts.extra = format!(
-        "  - address: \"127.0.0.1:{open_port}\"\n    auth: false\n{}",
+        "  - address: \"127.0.0.1:0\"\n    auth: false\n{}",
         opts.extra
     );
     opts.extra_listeners = true;
     let gw = Gateway::start(&manifests(), opts).await;
+    let open_port = gw.ports[1];
     assert_eq!(status_with(&gw, None, None).await.0, 401);
     let r = gw
         .client
@@ -1213,4 +1213,85 @@ async fn service_account_tokens() {
     // The Dex bearer path is unchanged beside it.
     let dex = provider.id_token(USER, PASSWORD, &redirect_uri(port)).await;
     assert_eq!(call(IRIS, dex).await.unwrap().status(), 200);
+}
+
+/// With `check_pods`, a service-account token works only while the pod it is bound to exists
+/// with the uid it names: a pod that is gone, or was replaced by one of the same name, gets
+/// 401; a pod deleted after a token worked stops it within the recheck time (5 s); a token
+/// bound to no pod is not affected.
+#[tokio::test]
+async fn service_account_tokens_of_gone_pods() {
+    use crate::support::kube::FakeApiServer;
+    let api = FakeApiServer::start().await;
+    let up = Upstream::start("iris").await;
+    let open_up = Upstream::start("open").await;
+    let provider = OidcProvider::start(&[]).await;
+    let mut options = auth_options(&provider.issuer(), 0, &up, &open_up, &format!(
+        "  kubernetes_tokens: {{issuer: \"{}\", audiences: [modelgate], token_file: reader-token, ca_file: api-ca.pem, check_pods: true}}\n",
+        api.url
+    ));
+    options
+        .files
+        .push(("reader-token".into(), format!("{}\n", api.reader_token)));
+    options
+        .files
+        .push(("api-ca.pem".into(), api.ca_pem.clone()));
+    let gw = Gateway::start(&manifests(), options).await;
+    let call = |token: String| {
+        gw.get(IRIS, "/v1/models/m")
+            .header("accept", "application/json")
+            .header("authorization", format!("Bearer {token}"))
+            .send()
+    };
+    let pod_token = |pod: &str, uid: &str| {
+        let (pod, uid) = (pod.to_string(), uid.to_string());
+        api.token("kserve-test", "pipeline", "modelgate", move |c| {
+            c["kubernetes.io"]["pod"] = json!({"name": pod, "uid": uid});
+        })
+    };
+    api.add_pod("kserve-test", "alive", "uid-alive");
+    api.add_pod("kserve-test", "replaced", "uid-new");
+    api.add_pod("kserve-test", "deleted-later", "uid-later");
+    assert_eq!(
+        call(pod_token("alive", "uid-alive"))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        call(pod_token("never-was", "uid-x"))
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    assert_eq!(
+        call(pod_token("replaced", "uid-old"))
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    let unbound = api.token("kserve-test", "pipeline", "modelgate", |c| {
+        c["kubernetes.io"].as_object_mut().unwrap().remove("pod");
+    });
+    assert_eq!(call(unbound).await.unwrap().status(), 200);
+
+    let later = pod_token("deleted-later", "uid-later");
+    assert_eq!(call(later.clone()).await.unwrap().status(), 200);
+    api.remove_pod("kserve-test", "deleted-later");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let status = call(later.clone()).await.unwrap().status();
+        if status == 401 {
+            break;
+        }
+        assert_eq!(status, 200);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the deleted pod's token still works"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }

@@ -45,24 +45,23 @@ async fn manifests_and_dockerfile_lint() {
             .args(&files),
     );
     assert!(ok && !text.contains("ERROR"), "{text}");
-    assert_eq!(text.matches(" passed for resource ").count(), 12, "{text}");
+    assert_eq!(text.matches(" passed for resource ").count(), 13, "{text}");
     let (ok, text) =
         output(Command::new(bin.join("hadolint")).arg(deploy_dir().join("Dockerfile")));
     assert!(ok, "{text}");
 }
 
 /// The config in the ConfigMap is one the gateway accepts: `modelgate validate` on it, with the
-/// mounted paths (config, routes, secrets, the service account's token and CA) laid out as the
-/// pod has them, under a temporary root.
+/// mounted paths (config, secrets, the service account's token and CA) laid out as the pod has
+/// them, under a temporary root.
 #[test]
 fn the_config_map_is_a_valid_config() {
     let read = |name: &str| {
         let text = std::fs::read_to_string(deploy_dir().join(name)).unwrap();
         serde_json::to_value(serde_yaml_doc(&text)).unwrap()
     };
-    let (config_map, routes_map) = (read("config.yaml"), read("routes.yaml.example"));
+    let config_map = read("config.yaml");
     let config = config_map["data"]["modelgate.yaml"].as_str().unwrap();
-    let routes = routes_map["data"]["isvc.yaml"].as_str().unwrap();
     let root = tempfile::tempdir().unwrap();
     let r = root.path().display().to_string();
     let config = config
@@ -71,17 +70,11 @@ fn the_config_map_is_a_valid_config() {
             "/var/run/secrets/kubernetes.io/serviceaccount/",
             &format!("{r}/sa/"),
         );
-    for dir in [
-        "etc/modelgate/config",
-        "etc/modelgate/routes",
-        "etc/modelgate/secrets",
-        "sa",
-    ] {
+    for dir in ["etc/modelgate/config", "etc/modelgate/secrets", "sa"] {
         std::fs::create_dir_all(root.path().join(dir)).unwrap();
     }
     let write = |p: &str, text: &str| std::fs::write(root.path().join(p), text).unwrap();
     write("etc/modelgate/config/modelgate.yaml", &config);
-    write("etc/modelgate/routes/isvc.yaml", routes);
     write("etc/modelgate/secrets/client-secret", "client-secret\n");
     write(
         "etc/modelgate/secrets/cookie-secret",

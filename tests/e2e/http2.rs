@@ -13,7 +13,6 @@ const IRIS: &str = "sklearn-iris.kserve-test.example.com";
 /// The gateway with a TLS listener (HTTP/2 by ALPN); `more` is top-level configuration.
 async fn tls_gateway(up: &Upstream, ca: &Ca, more: &str) -> (Gateway, u16) {
     let (pem, key, _) = ca.leaf(&[IRIS]);
-    let tls_port = crate::support::free_port();
     let gw = Gateway::start(
         &[(
             "iris.yaml",
@@ -30,7 +29,7 @@ async fn tls_gateway(up: &Upstream, ca: &Ca, more: &str) -> (Gateway, u16) {
                 vec![format!("\"{}\"", up.endpoint())],
             )],
             extra: format!(
-                "  - address: \"127.0.0.1:{tls_port}\"\n    tls:\n      certificates:\n        - {{cert: iris.crt, key: iris.key}}\n{more}"
+                "  - address: \"127.0.0.1:0\"\n    tls:\n      certificates:\n        - {{cert: iris.crt, key: iris.key}}\n{more}"
             ),
             files: vec![("iris.crt".into(), pem), ("iris.key".into(), key)],
             extra_listeners: true,
@@ -38,6 +37,7 @@ async fn tls_gateway(up: &Upstream, ca: &Ca, more: &str) -> (Gateway, u16) {
         },
     )
     .await;
+    let tls_port = gw.ports[1];
     (gw, tls_port)
 }
 

@@ -223,7 +223,7 @@ async fn bad_updates_keep_last_good_routes() {
         .await;
     let err = &r["errors"][0];
     assert!(
-        err["file"].as_str().unwrap().ends_with("iris.yaml"),
+        err["source"].as_str().unwrap().ends_with("iris.yaml"),
         "{err}"
     );
     assert_eq!(entry_revisions(&r, IRIS), ["sklearn-iris-predictor-00001"]);

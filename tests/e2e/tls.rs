@@ -51,7 +51,6 @@ async fn tls_listener_picks_certificate_by_sni() {
     let (exact_pem, exact_key, exact_der) = ca.leaf(&[IRIS]);
     let (wild_pem, wild_key, wild_der) = ca.leaf(&["*.team-b.example.com"]);
     let up = Upstream::start("iris").await;
-    let tls_port = crate::support::free_port();
     let gw = Gateway::start(
         &[
             ("iris.yaml", Isvc::new("sklearn-iris", "kserve-test", vec![traffic("sklearn-iris-predictor-00001", 100, None, true)]).yaml()),
@@ -63,7 +62,7 @@ async fn tls_listener_picks_certificate_by_sni() {
                 ("team-b/other-predictor-00001".into(), vec![format!("\"{}\"", up.endpoint())]),
             ],
             extra: format!(
-                "  - address: \"127.0.0.1:{tls_port}\"\n    tls:\n      certificates:\n        - {{cert: exact.crt, key: exact.key}}\n        - {{cert: wild.crt, key: wild.key}}\n"
+                "  - address: \"127.0.0.1:0\"\n    tls:\n      certificates:\n        - {{cert: exact.crt, key: exact.key}}\n        - {{cert: wild.crt, key: wild.key}}\n"
             ),
             files: vec![
                 ("exact.crt".into(), exact_pem),
@@ -76,6 +75,7 @@ async fn tls_listener_picks_certificate_by_sni() {
         },
     )
     .await;
+    let tls_port = gw.ports[1];
     let client = reqwest::Client::builder()
         .add_root_certificate(reqwest::Certificate::from_pem(ca.pem.as_bytes()).unwrap())
         .resolve(IRIS, ([127, 0, 0, 1], tls_port).into())

@@ -10,6 +10,8 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_modelgate");
 pub struct Gateway {
     child: Child,
     pub port: u16,
+    /// Every proxy listener's port, the first being `port` (extra listeners bind port 0 too).
+    pub ports: Vec<u16>,
     pub admin_port: u16,
     pub dir: tempfile::TempDir,
     pub client: reqwest::Client,
@@ -98,9 +100,9 @@ impl Gateway {
             .expect("spawn modelgate");
         let log_path = dir.path().join("gateway.log");
         let deadline = Instant::now() + Duration::from_secs(30);
-        let (port, admin_port) = loop {
+        let (ports, admin_port) = loop {
             let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-            if let Some(ports) = listening_ports(&log) {
+            if let Some(ports) = all_listening_ports(&log) {
                 break ports;
             }
             assert!(
@@ -111,7 +113,8 @@ impl Gateway {
         };
         let gw = Gateway {
             child,
-            port,
+            port: ports[0],
+            ports,
             admin_port,
             dir,
             client: reqwest::Client::builder()
@@ -365,15 +368,22 @@ pub async fn count_revisions(
 /// The first proxy port and the admin port from the gateway's start-up line
 /// (`modelgate: listening on 127.0.0.1:P[, ...] (admin 127.0.0.1:Q)`).
 pub fn listening_ports(log: &str) -> Option<(u16, u16)> {
+    let (ports, admin) = all_listening_ports(log)?;
+    Some((*ports.first()?, admin))
+}
+
+/// Every proxy listener's port, in config order, and the admin port.
+pub fn all_listening_ports(log: &str) -> Option<(Vec<u16>, u16)> {
     let line = log
         .lines()
         .find_map(|l| l.strip_prefix("modelgate: listening on "))?;
     let (proxies, admin) = line.split_once(" (admin ")?;
     let port = |addr: &str| addr.trim().rsplit_once(':')?.1.parse().ok();
-    Some((
-        port(proxies.split(", ").next()?)?,
-        port(admin.strip_suffix(')')?)?,
-    ))
+    let ports = proxies
+        .split(", ")
+        .map(port)
+        .collect::<Option<Vec<u16>>>()?;
+    Some((ports, port(admin.strip_suffix(')')?)?))
 }
 
 /// Writes `text` to `dir/name` the way `kubectl cp`/editors with safe-write do: a temporary file
