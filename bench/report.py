@@ -5,6 +5,9 @@
   report.py gen-isvcs --count N --per-file M --out DIR
                                               N canary InferenceServices, M per file
   report.py record --round ... > line         one run (wrk + oha + /proc figures) as JSON
+  report.py api-start --log F --list-ms T --rss K --rss-empty K
+  report.py api-changes --gateway H:P --control H:P --isvcs N
+                                              the Kubernetes-API scale part (JSON lines)
   report.py brief < line                      a one-line summary for the log
   report.py report RESULTS_DIR                the Markdown report (also writes runs.csv and
                                               summary.json into RESULTS_DIR)
@@ -24,6 +27,9 @@ GOAL_RSS_MIB = 24
 GOAL_CANARY = (19.0, 21.0)
 GOAL_IR_GET = 45_000
 GOAL_BUILD_MS = 200
+# Issue 11: from the API, the first table within 1 s of the list, one change within 100 ms.
+GOAL_API_READY_MS = 1000
+GOAL_API_CHANGE_MS = 100
 
 PROXY_TARGETS = ["nginx", "haproxy", "pingora", "floor", "modelgate", "modelgate-auth"]
 ORDER = ["direct", "nginx", "haproxy", "pingora", "floor", "modelgate", "modelgate-auth"]
@@ -348,6 +354,22 @@ def report(args):
     oneshot = [s for s in scale if s.get("kind") == "table_oneshot"]
     start = [s for s in scale if s.get("kind") == "scale_start"]
     reloads = [s for s in scale if s.get("kind") == "reloads"]
+    api_starts = [s for s in scale if s.get("kind") == "api_start"]
+    api_changed = [s for s in scale if s.get("kind") == "api_changes"]
+    if api_starts or api_changed:
+        p("### 10,000 InferenceServices from the Kubernetes API (the fake API server)\n")
+        for s in api_starts:
+            p(f"- first table from the API: {s['objects']:,} objects ({s['hosts']:,} hosts) in the "
+              f"table {s['ready_after_list_ms']:,} ms after the fake sent the last list page "
+              f"(goal {GOAL_API_READY_MS} ms; the catalog's build alone {s['build_ms']:.0f} ms); "
+              f"RSS {s['rss_kib_ready'] / 1024:.1f} MiB at ready against {s['rss_kib_empty'] / 1024:.1f} MiB "
+              f"watching an empty API: the table and the watch's objects take "
+              f"{(s['rss_kib_ready'] - s['rss_kib_empty']) / 1024:.1f} MiB.")
+        for s in api_changed:
+            p(f"- one changed object, from the fake sending the event to the gateway routing its new "
+              f"host: median {s['median_ms']} ms, max {s['max_ms']} ms over {s['changes']} changes "
+              f"(goal {GOAL_API_CHANGE_MS} ms; includes the 20 ms of quiet that makes a burst one rebuild).")
+        p("")
     if oneshot or start or scale_rows:
         p("### 10,000 InferenceServices: table build, start-up, hot reload\n")
         for s in oneshot:
@@ -453,6 +475,69 @@ def report(args):
         json.dump({"rows": rows, "scale": scale}, f, indent=1)
 
 
+def api_start(args):
+    """The gateway's first table from the API: its `route table loaded` log line (JSON) against
+    when the fake sent the last list page, and the memory at ready."""
+    import datetime
+    for line in open(args.log):
+        if not line.startswith("{"):
+            continue
+        e = json.loads(line)
+        f = e.get("fields", {})
+        if f.get("message") == "route table loaded":
+            at = datetime.datetime.fromisoformat(e["timestamp"].replace("Z", "+00:00"))
+            print(json.dumps({"kind": "api_start", "objects": f["objects"], "hosts": f["hosts"],
+                              "ready_after_list_ms": round(at.timestamp() * 1000 - args.list_ms),
+                              "build_ms": f["build_ms"], "rss_kib_ready": args.rss,
+                              "rss_kib_empty": args.rss_empty}))
+            return
+    sys.exit(f"{args.log}: no 'route table loaded' line")
+
+
+def api_changes(args):
+    """Changes one object at a time through the fake API server's control port (a new host in
+    its status, as a new Knative URL would be) and times, from when the fake sent the event,
+    until the gateway answers that host with anything but 404: event to routed. Polls every
+    millisecond on one keep-alive connection."""
+    import http.client
+    import time
+    gw_host, gw_port = args.gateway.rsplit(":", 1)
+    c_host, c_port = args.control.rsplit(":", 1)
+    control = http.client.HTTPConnection(c_host, int(c_port), timeout=10)
+    gw = http.client.HTTPConnection(gw_host, int(gw_port), timeout=10)
+    times = []
+    for k in range(args.count):
+        i = (k * 997) % args.isvcs
+        n, ns = f"model-{i}", f"team-{i % 100}"
+        host = f"{n}-v{k}.{ns}.example.com"
+        obj = {
+            "apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService",
+            "metadata": {"name": n, "namespace": ns, "creationTimestamp": "2026-01-01T00:00:00Z"},
+            "spec": {"predictor": {"model": {"modelFormat": {"name": "sklearn"},
+                                             "storageUri": "gs://x/model"}}},
+            "status": {"url": f"http://{host}", "components": {"predictor": {
+                "latestReadyRevision": f"{n}-predictor-00003",
+                "traffic": [{"revisionName": f"{n}-predictor-00003", "percent": 100,
+                             "latestRevision": True}]}},
+                "conditions": [{"type": "PredictorReady", "status": "True"},
+                               {"type": "Ready", "status": "True"}]},
+        }
+        control.request("POST", "/apply", body=json.dumps(obj))
+        sent_ms = json.loads(control.getresponse().read())["sent_ms"]
+        while True:
+            gw.request("GET", f"/v1/models/{n}", headers={"Host": host})
+            r = gw.getresponse()
+            r.read()
+            if r.status != 404:
+                break
+            time.sleep(0.001)
+        times.append(time.time() * 1000 - sent_ms)
+    times.sort()
+    print(json.dumps({"kind": "api_changes", "isvcs": args.isvcs, "changes": len(times),
+                      "median_ms": round(times[len(times) // 2], 1),
+                      "max_ms": round(times[-1], 1)}))
+
+
 def main():
     ap = argparse.ArgumentParser()
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -485,12 +570,23 @@ def main():
     c.add_argument("--requests", type=int, required=True)
     c.add_argument("--instructions", type=int, required=True)
     c.add_argument("--oha", required=True)
+    a = sub.add_parser("api-start")
+    a.add_argument("--log", required=True)
+    a.add_argument("--list-ms", type=int, required=True)
+    a.add_argument("--rss", type=int, required=True)
+    a.add_argument("--rss-empty", type=int, required=True)
+    a = sub.add_parser("api-changes")
+    a.add_argument("--gateway", required=True)
+    a.add_argument("--control", required=True)
+    a.add_argument("--isvcs", type=int, required=True)
+    a.add_argument("--count", type=int, default=10)
     sub.add_parser("brief")
     rep = sub.add_parser("report")
     rep.add_argument("dir")
     args = ap.parse_args()
     {"body": body, "gen-isvcs": gen_isvcs, "record": record, "record-callgrind": record_callgrind,
-     "brief": brief, "report": report}[args.cmd](args)
+     "brief": brief, "report": report, "api-start": api_start,
+     "api-changes": api_changes}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,8 @@
 #   TARGETS="direct nginx haproxy pingora floor modelgate modelgate-auth" (pingora:
 #   bench/pingora-floor, pingora-proxy with no hooks: the old engine's floor; floor:
 #   gateway/examples/loop_floor.rs, modelgate's own loop with no routing: the new engine's floor)
-#   SCALE=1 (the 10,000-InferenceService part; 0 skips it) SCALE_ISVCS=10000 MICRO=1 (criterion
+#   SCALE=1 (the 10,000-InferenceService parts, from files and from the fake Kubernetes API;
+#   0 skips them) SCALE_ISVCS=10000 MICRO=1 (criterion
 #   benches; 0 skips) CALLGRIND=1 (instructions per request under callgrind; 0 skips)
 #   CG_REQUESTS=5000 TARGET_DIR (cargo target dir, default <repo>/target) RESULTS (output dir,
 #   default bench/results/<UTC time>) PROXY_CPU=1 LOAD_CPU=0 NO_INSTALL=1 (fail instead).
@@ -135,6 +136,8 @@ build() {
         --bin modelgate --example bench_upstream --example loop_floor)
     # The old engine's floor is a crate of its own, so pingora-proxy is not in the workspace.
     (cd "$BENCH_DIR/pingora-floor" && CARGO_TARGET_DIR=$TARGET_DIR cargo build --release -q)
+    (cd "$REPO" && CARGO_TARGET_DIR=$TARGET_DIR cargo build --release -q -p fake-apiserver)
+    FAKE_API=$TARGET_DIR/release/fake-apiserver
     MODELGATE=$TARGET_DIR/release/modelgate
     UPSTREAM=$TARGET_DIR/release/examples/bench_upstream
     FLOOR=$TARGET_DIR/release/pingora-floor
@@ -404,6 +407,48 @@ run_scale() {
     stop "$TARGET_PID"
 }
 
+# ---------------------------------------------------------------- scale from the Kubernetes API
+# SCALE_ISVCS InferenceServices served by the fake API server (tests/fake-apiserver): how long
+# after the last list page the first table is in (from the gateway's own log), the memory it
+# takes (RSS against the same gateway watching an empty API), and how long one changed object
+# takes to be routed (report.py api-changes).
+run_api_scale() {
+    local objects ready_rss empty_rss=0
+    for objects in 0 "$SCALE_ISVCS"; do
+        local out=$RUN/fake-apiserver-$objects.out
+        taskset -c "$LOAD_CPU" "$FAKE_API" --objects "$objects" --kubeconfig "$RUN/api-$objects.kubeconfig" >"$out" 2>&1 &
+        local fake=$!; PIDS+=("$fake")
+        TRIES=600 wait_for "the fake API server" grep -q '^fake-apiserver: ' "$out"
+        local control; control=$(sed -n 's/.* control //p' "$out")
+        printf '%s\n' \
+            "listeners: [{address: \"127.0.0.1:$PROXY_PORT\"}]" \
+            "admin: {address: \"127.0.0.1:$ADMIN_PORT\"}" \
+            "routes: {kubernetes: {kubeconfig: $RUN/api-$objects.kubeconfig}}" \
+            "demo: true" \
+            "threads: 1" \
+            "log: {level: info, format: json}" \
+            "shutdown: {grace_period: 0s, drain_timeout: 1s}" >"$RUN/modelgate-api.yaml"
+        log "api scale: modelgate watching $objects InferenceServices"
+        taskset -c "$PROXY_CPU" "$MODELGATE" --config "$RUN/modelgate-api.yaml" >"$RUN/modelgate-api-$objects.out" 2>&1 &
+        TARGET_PID=$!; PIDS+=("$TARGET_PID")
+        TRIES=1200 wait_for "modelgate /readyz (API)" curl -sf -o /dev/null "http://127.0.0.1:$ADMIN_PORT/readyz"
+        if [[ $objects == 0 ]]; then
+            empty_rss=$(awk '/^VmRSS:/ {print $2}' "/proc/$TARGET_PID/status")
+        else
+            ready_rss=$(awk '/^VmRSS:/ {print $2}' "/proc/$TARGET_PID/status")
+            local list_ms
+            list_ms=$(curl -sf "http://$control/last-list" | python3 -c 'import json,sys; print(json.load(sys.stdin)["ms"])')
+            python3 "$BENCH_DIR/report.py" api-start --log "$RUN/modelgate-api-$objects.out" \
+                --list-ms "$list_ms" --rss "$ready_rss" --rss-empty "$empty_rss" >>"$RESULTS/scale.jsonl"
+            python3 "$BENCH_DIR/report.py" api-changes --gateway "127.0.0.1:$PROXY_PORT" \
+                --control "$control" --isvcs "$objects" >>"$RESULTS/scale.jsonl"
+            tail -2 "$RESULTS/scale.jsonl" | while read -r l; do log "  $l"; done
+        fi
+        stop "$TARGET_PID"
+        stop "$fake"
+    done
+}
+
 # ---------------------------------------------------------------- instructions per request
 # callgrind_target TARGET SCENARIO HEADER...: the proxy under callgrind, CG_REQUESTS keep-alive
 # GETs (after 500 unmeasured ones), user-space instructions per request. Deterministic where
@@ -517,6 +562,7 @@ main() {
         (cd "$REPO" && CARGO_TARGET_DIR=$TARGET_DIR BENCH_ISVCS=$SCALE_ISVCS cargo bench -q -p routes --bench table_oneshot 2>/dev/null) \
             | grep '^{' | sed 's/^{/{"kind": "table_oneshot", /' >>"$RESULTS/scale.jsonl" || log "table_oneshot failed"
         run_scale
+        run_api_scale
     fi
     machine_state >"$RESULTS/state-end.txt"
     stop "$UPSTREAM_PID"

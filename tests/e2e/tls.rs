@@ -61,9 +61,8 @@ async fn tls_listener_picks_certificate_by_sni() {
                 ("kserve-test/sklearn-iris-predictor-00001".into(), vec![format!("\"{}\"", up.endpoint())]),
                 ("team-b/other-predictor-00001".into(), vec![format!("\"{}\"", up.endpoint())]),
             ],
-            extra: format!(
-                "  - address: \"127.0.0.1:0\"\n    tls:\n      certificates:\n        - {{cert: exact.crt, key: exact.key}}\n        - {{cert: wild.crt, key: wild.key}}\n"
-            ),
+            extra: "  - address: \"127.0.0.1:0\"\n    tls:\n      certificates:\n        - {cert: exact.crt, key: exact.key}\n        - {cert: wild.crt, key: wild.key}\n"
+                .to_string(),
             files: vec![
                 ("exact.crt".into(), exact_pem),
                 ("exact.key".into(), exact_key),
