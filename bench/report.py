@@ -483,7 +483,8 @@ def api_start(args):
         if not line.startswith("{"):
             continue
         e = json.loads(line)
-        f = e.get("fields", {})
+        # The gateway's JSON log has the event's fields at the top level.
+        f = e.get("fields", e)
         if f.get("message") == "route table loaded":
             at = datetime.datetime.fromisoformat(e["timestamp"].replace("Z", "+00:00"))
             print(json.dumps({"kind": "api_start", "objects": f["objects"], "hosts": f["hosts"],

@@ -277,6 +277,7 @@ impl KubernetesTokensConfig {
             );
             ok = false;
         }
+        let discovery_set = self.discovery_url.is_some();
         let discovery_url = self
             .discovery_url
             .unwrap_or_else(|| issuer.clone())
@@ -334,6 +335,15 @@ impl KubernetesTokensConfig {
                 }
             },
         };
+        if self.check_pods && !discovery_set {
+            err(
+                &field("check_pods"),
+                "needs discovery_url set to the API server (the pods are asked for there, with \
+                 the gateway's token; the issuer can be a public OIDC host)"
+                    .into(),
+            );
+            ok = false;
+        }
         let token_file = self.token_file.as_deref().map(|p| base.join(p));
         if let Some(p) = &token_file {
             if let Err(e) = std::fs::metadata(p) {
@@ -990,6 +1000,12 @@ mod tests {
                 json!({"issuer": issuer, "audiences": ["modelgate"], "ca_file": "/nonexistent/ca.crt"}),
                 "ca_file",
             ),
+            // The pods are asked for at the discovery URL: never the issuer by default (a
+            // cloud's public OIDC host would get the gateway's token).
+            (
+                json!({"issuer": issuer, "audiences": ["modelgate"], "check_pods": true}),
+                "check_pods",
+            ),
         ] {
             let errors = k(v.clone()).unwrap_err();
             assert!(errors.iter().any(|e| e.contains(needle)), "{v}: {errors:?}");
@@ -997,6 +1013,12 @@ mod tests {
         assert!(
             k(json!({"issuer": issuer, "audiences": [issuer], "allow_api_audience": true})).is_ok()
         );
+        let pods = k(
+            json!({"issuer": issuer, "discovery_url": "https://kubernetes.default.svc",
+            "audiences": ["modelgate"], "check_pods": true}),
+        )
+        .unwrap();
+        assert!(pods.kubernetes_tokens.unwrap().check_pods);
     }
 
     /// Omitted keys take oidc-authservice's Kubeflow defaults; the issuer is split for proxying.

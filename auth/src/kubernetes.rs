@@ -26,21 +26,42 @@ pub struct BoundPod {
     pub uid: String,
 }
 
-/// The token's pod binding, read from the payload. Only for a token whose signature has been
-/// verified: the claims are trusted from there.
-pub fn bound_pod(token: &str) -> Option<BoundPod> {
-    let payload = token.split('.').nth(1)?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload.trim_end_matches('='))
-        .ok()?;
-    let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+/// The token's pod binding (`kubernetes.io.pod`), read from the payload: `None` when it is
+/// bound to no pod, an error when the binding is there but not a pod's (the names go into an
+/// API URL). Only for a token whose signature has been verified.
+pub fn bound_pod(token: &str) -> Result<Option<BoundPod>, String> {
+    let claims = token
+        .split('.')
+        .nth(1)
+        .and_then(|p| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(p.trim_end_matches('='))
+                .ok()
+        })
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .ok_or("the token's payload is not JSON")?;
     let k = &claims["kubernetes.io"];
-    let text = |v: &serde_json::Value| v.as_str().filter(|s| !s.is_empty()).map(str::to_string);
-    Some(BoundPod {
-        namespace: text(&k["namespace"])?,
-        name: text(&k["pod"]["name"])?,
-        uid: text(&k["pod"]["uid"])?,
-    })
+    if k.get("pod").is_none() {
+        return Ok(None);
+    }
+    let text = |v: &serde_json::Value| v.as_str().unwrap_or("").to_string();
+    let pod = BoundPod {
+        namespace: text(&k["namespace"]),
+        name: text(&k["pod"]["name"]),
+        uid: text(&k["pod"]["uid"]),
+    };
+    let label = |s: &str| {
+        (1..=63).contains(&s.len())
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !s.starts_with('-')
+            && !s.ends_with('-')
+    };
+    let subdomain = |s: &str| s.len() <= 253 && s.split('.').all(label);
+    if !label(&pod.namespace) || !subdomain(&pod.name) || pod.uid.is_empty() {
+        return Err("the token's pod binding does not name a pod".into());
+    }
+    Ok(Some(pod))
 }
 
 /// `system:serviceaccount:{namespace}:{name}` → that user, in the groups Kubernetes puts every
@@ -87,18 +108,29 @@ mod tests {
         );
         assert_eq!(
             bound_pod(&t),
-            Some(BoundPod {
+            Ok(Some(BoundPod {
                 namespace: "ml".into(),
                 name: "p-1".into(),
                 uid: "u-1".into()
-            })
+            }))
         );
         // Bound to no pod (a TokenRequest for a Secret, or none at all).
         assert_eq!(
             bound_pod(&token(r#"{"kubernetes.io":{"namespace":"ml"}}"#)),
-            None
+            Ok(None)
         );
-        assert_eq!(bound_pod(&token(r#"{"sub":"x"}"#)), None);
+        assert_eq!(bound_pod(&token(r#"{"sub":"x"}"#)), Ok(None));
+        // A binding that is there but names no pod, or names that would change the URL.
+        for bad in [
+            r#"{"kubernetes.io":{"namespace":"ml","pod":{"name":"","uid":"u"}}}"#,
+            r#"{"kubernetes.io":{"namespace":"ml","pod":{"name":"p"}}}"#,
+            r#"{"kubernetes.io":{"namespace":"ml","pod":{"name":"..","uid":"u"}}}"#,
+            r#"{"kubernetes.io":{"namespace":"ml","pod":{"name":"a/b","uid":"u"}}}"#,
+            r#"{"kubernetes.io":{"namespace":"m.l","pod":{"name":"p","uid":"u"}}}"#,
+            r#"{"kubernetes.io":{"pod":{"name":"p","uid":"u"}}}"#,
+        ] {
+            assert!(bound_pod(&token(bad)).is_err(), "{bad}");
+        }
     }
 
     #[test]

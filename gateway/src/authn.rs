@@ -42,11 +42,15 @@ struct KubeTokens {
     jwks_uri: ArcSwapOption<String>,
     keys: KeyCache,
     params: VerifyParams,
-    /// Pod uids found alive, and when (`check_pods`).
-    pods_seen: std::sync::Mutex<std::collections::HashMap<String, Instant>>,
+    /// Pods asked about (by uid), when, and whether they were there (`check_pods`): each pod
+    /// costs one API request per `POD_SEEN_FOR`, whatever its tokens' traffic.
+    pods_seen: std::sync::Mutex<std::collections::HashMap<String, PodAnswer>>,
 }
 
-/// How long a pod found alive is not asked about again: a deleted pod's tokens stop working
+/// When a pod was asked about, and whether it was there.
+type PodAnswer = (Instant, Result<(), String>);
+
+/// How long a pod's answer (there, or gone) is kept: a deleted pod's tokens stop working
 /// within this time, at one API request per pod and period.
 const POD_SEEN_FOR: Duration = Duration::from_secs(5);
 
@@ -87,20 +91,36 @@ impl KubeTokens {
     /// With `check_pods`: the pod the (verified) token is bound to still exists, with the uid
     /// the token names. Fails closed: an API server that cannot say refuses the token.
     async fn check_pod(&self, token: &str) -> Result<(), String> {
-        let Some(pod) = auth::kubernetes::bound_pod(token).filter(|_| self.settings.check_pods)
-        else {
+        if !self.settings.check_pods {
+            return Ok(());
+        }
+        let Some(pod) = auth::kubernetes::bound_pod(token)? else {
             return Ok(());
         };
         let fresh = |seen: &Instant| seen.elapsed() < POD_SEEN_FOR;
-        if self
+        if let Some((_, answer)) = self
             .pods_seen
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(&pod.uid)
-            .is_some_and(fresh)
+            .filter(|(at, _)| fresh(at))
         {
-            return Ok(());
+            return answer.clone();
         }
+        // An API server that did not answer is asked again next time (the token is refused
+        // meanwhile); a pod that is there or gone is remembered.
+        let answer = self.ask_for_pod(&pod).await?;
+        let mut seen = self.pods_seen.lock().unwrap_or_else(|p| p.into_inner());
+        seen.retain(|_, (at, _)| fresh(at));
+        seen.insert(pod.uid.clone(), (Instant::now(), answer.clone()));
+        answer
+    }
+
+    /// Whether the pod is there (the inner result), or why the API server could not say.
+    async fn ask_for_pod(
+        &self,
+        pod: &auth::kubernetes::BoundPod,
+    ) -> Result<Result<(), String>, String> {
         let url = format!(
             "{}/api/v1/namespaces/{}/pods/{}",
             self.settings.discovery_url, pod.namespace, pod.name
@@ -116,10 +136,10 @@ impl KubeTokens {
         match r.status().as_u16() {
             200 => {}
             404 => {
-                return Err(format!(
+                return Ok(Err(format!(
                     "the token's pod {}/{} no longer exists",
                     pod.namespace, pod.name
-                ))
+                )))
             }
             s => return Err(format!("the API server answered {s} for the token's pod")),
         }
@@ -128,15 +148,12 @@ impl KubeTokens {
             .await
             .map_err(|e| format!("the API server's pod: {e}"))?;
         if body["metadata"]["uid"] != pod.uid.as_str() {
-            return Err(format!(
+            return Ok(Err(format!(
                 "the token's pod {}/{} was replaced (another uid)",
                 pod.namespace, pod.name
-            ));
+            )));
         }
-        let mut seen = self.pods_seen.lock().unwrap_or_else(|p| p.into_inner());
-        seen.retain(|_, at| fresh(at));
-        seen.insert(pod.uid, Instant::now());
-        Ok(())
+        Ok(Ok(()))
     }
 
     /// The gateway's own token for the API server, read each time (kubelet rotates it).

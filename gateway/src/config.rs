@@ -756,6 +756,12 @@ impl KubernetesSource {
             }
         }
         for (i, ns) in self.namespaces.iter().enumerate() {
+            if self.namespaces[..i].contains(ns) {
+                err(
+                    format!("{}[{i}]", field("namespaces")),
+                    format!("{ns:?} is listed twice"),
+                );
+            }
             if !routes::objects::is_dns_label(ns) {
                 err(
                     format!("{}[{i}]", field("namespaces")),
@@ -779,6 +785,14 @@ impl KubernetesSource {
                 kind: "InferenceService",
                 plural: "inferenceservices",
             });
+        }
+        if self.kfserving.len() > 1 {
+            err(
+                field("kfserving"),
+                "one version: the API server serves the same objects under each, so two \
+                 watches would see every object twice"
+                    .into(),
+            );
         }
         for (i, v) in self.kfserving.iter().enumerate() {
             if !matches!(v.as_str(), "v1beta1" | "v1alpha2") {
@@ -976,5 +990,58 @@ threads: 0
             e.0,
             ["test.yaml: listeners: at least one listener is needed"]
         );
+    }
+
+    /// `routes` needs a source; the Kubernetes source's defaults, and what it refuses.
+    #[test]
+    fn kubernetes_source() {
+        let e = check("routes: {}").unwrap_err().0;
+        assert!(e[0].contains("routes: needs a source"), "{e:?}");
+        let s = check("routes: {kubernetes: {}}").unwrap();
+        assert!(s.route_dir.is_none());
+        let k = s.kubernetes.unwrap();
+        assert_eq!(k.resources.len(), 1);
+        assert_eq!(k.resources[0].group, "serving.kserve.io");
+        assert!(k.namespaces.is_empty() && k.kubeconfig.is_none());
+        let s = check("routes: {kubernetes: {kserve: false, kfserving: [v1alpha2], seldon: true}}")
+            .unwrap();
+        let plural: Vec<_> = s
+            .kubernetes
+            .unwrap()
+            .resources
+            .iter()
+            .map(|r| format!("{}/{}", r.group, r.version))
+            .collect();
+        assert_eq!(
+            plural,
+            [
+                "serving.kubeflow.org/v1alpha2",
+                "machinelearning.seldon.io/v1"
+            ]
+        );
+        for (yaml, needle) in [
+            ("routes: {kubernetes: {kserve: false}}", "watches nothing"),
+            (
+                "routes: {kubernetes: {kfserving: [v1beta1, v1alpha2]}}",
+                "one version",
+            ),
+            ("routes: {kubernetes: {kfserving: [v1]}}", "kfserving[0]"),
+            ("routes: {kubernetes: {namespaces: [a, a]}}", "listed twice"),
+            (
+                "routes: {kubernetes: {namespaces: [Bad_Name]}}",
+                "not a namespace name",
+            ),
+            (
+                "routes: {kubernetes: {kubeconfig: /does/not/exist}}",
+                "kubeconfig",
+            ),
+            (
+                "routes: {kubernetes: {label_selector: \"\"}}",
+                "label_selector",
+            ),
+        ] {
+            let e = check(yaml).unwrap_err().0;
+            assert!(e.iter().any(|m| m.contains(needle)), "{yaml}: {e:?}");
+        }
     }
 }

@@ -66,6 +66,40 @@ pub struct Routes {
     /// Sources that have not delivered a complete read yet: the gateway is ready once none is
     /// left (a table without the API's objects would answer 404 for every model).
     waiting: Mutex<Vec<&'static str>>,
+    failed_lookups: FailedLookups,
+}
+
+/// When each name that has no address was last looked up: a rebuild looks it up again only
+/// after `RETRY_LOOKUP` (a new revision's Service name often resolves a moment after the
+/// object is ready), so that names that do not resolve cannot slow every rebuild down.
+#[derive(Default)]
+struct FailedLookups(Mutex<HashMap<routes::Endpoint, Instant>>);
+
+const RETRY_LOOKUP: Duration = Duration::from_secs(2);
+
+impl FailedLookups {
+    fn retry(&self, ep: &routes::Endpoint) -> bool {
+        let failed = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        failed.get(ep).is_none_or(|at| at.elapsed() >= RETRY_LOOKUP)
+    }
+
+    /// Keeps the times of the names still without an address; a name looked up again (its
+    /// time older than `RETRY_LOOKUP`) gets a new time.
+    fn note(&self, resolved: &crate::state::Resolved) {
+        let mut failed = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        let mut next = HashMap::new();
+        for (ep, addrs) in resolved {
+            if addrs.is_empty() {
+                let at = match failed.get(ep) {
+                    Some(at) if at.elapsed() < RETRY_LOOKUP => *at,
+                    _ => now,
+                };
+                next.insert(ep.clone(), at);
+            }
+        }
+        *failed = next;
+    }
 }
 
 impl Routes {
@@ -80,6 +114,7 @@ impl Routes {
             live,
             extra_endpoints,
             waiting: Mutex::new(sources),
+            failed_lookups: FailedLookups::default(),
         }
     }
 
@@ -103,11 +138,20 @@ impl Routes {
         let built = started.elapsed();
         // Resolve before the swap, so a new revision is reachable the moment it is routed.
         let previous = self.live.current.load_full();
-        let resolved = resolver::resolve_new(
-            table.endpoints().into_iter().chain(&self.extra_endpoints),
-            &previous.resolved,
-        )
-        .await;
+        let resolving = Instant::now();
+        let resolved = {
+            let retry = |ep: &routes::Endpoint| self.failed_lookups.retry(ep);
+            resolver::resolve_new(
+                table.endpoints().into_iter().chain(&self.extra_endpoints),
+                &previous.resolved,
+                retry,
+            )
+            .await
+        };
+        if !Arc::ptr_eq(&resolved, &previous.resolved) {
+            self.failed_lookups.note(&resolved);
+        }
+        let resolved_in = resolving.elapsed();
 
         for e in &errors {
             tracing::error!(source = %e.source, object = e.object.as_deref().unwrap_or("-"), field = e.field.as_deref().unwrap_or("-"), "{e}");
@@ -132,6 +176,7 @@ impl Routes {
             objects,
             errors = errors.len(),
             build_ms = built.as_secs_f64() * 1000.0,
+            resolve_ms = resolved_in.as_secs_f64() * 1000.0,
             "route table loaded"
         );
         self.live.current.store(Arc::new(Snapshot {
@@ -152,19 +197,39 @@ impl Routes {
         tokio::spawn(retire(previous));
     }
 
-    /// Looks every name up again.
+    /// Looks every name up again, without holding up rebuilds while it does (20,000 names,
+    /// or one that times out, take seconds); the answers are then merged into whatever table is
+    /// current by then, for the names it still has.
     pub async fn refresh_names(&self) {
-        let _catalog = self.catalog.lock().await;
-        let current = self.live.current.load_full();
-        let resolved = resolver::resolve_all(
-            current
+        let before = self.live.current.load_full();
+        let looked_up = resolver::resolve_all(
+            before
                 .table
                 .endpoints()
                 .into_iter()
                 .chain(&self.extra_endpoints),
-            &current.resolved,
+            &before.resolved,
         )
         .await;
+        drop(before);
+        let _catalog = self.catalog.lock().await;
+        let current = self.live.current.load_full();
+        let mut resolved = (*current.resolved).clone();
+        for (ep, addrs) in looked_up {
+            if let Some(slot) = resolved.get_mut(&ep) {
+                *slot = addrs;
+            }
+        }
+        // Names the table dropped since (rebuilds keep them) go here.
+        let wanted: std::collections::HashSet<&routes::Endpoint> = current
+            .table
+            .endpoints()
+            .into_iter()
+            .chain(&self.extra_endpoints)
+            .collect();
+        resolved.retain(|ep, _| wanted.contains(ep));
+        self.failed_lookups.note(&resolved);
+        let resolved = Arc::new(resolved);
         self.live.current.store(Arc::new(Snapshot {
             table: current.table.clone(),
             resolved,
@@ -220,6 +285,7 @@ impl DirSource {
         };
         let (files, unsettled, due) = self.settled(files, Instant::now());
         self.routes.publish(SOURCE, &files, &unsettled, why).await;
+        self.routes.live.source_up(SOURCE, true);
         due
     }
     /// The read as the build should see it: a file written in place less than the settle time

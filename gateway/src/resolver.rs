@@ -18,18 +18,47 @@ pub async fn resolve_all<'a>(
     endpoints: impl IntoIterator<Item = &'a Endpoint>,
     previous: &Resolved,
 ) -> Resolved {
-    resolve_with(endpoints, previous, false, system_lookup).await
+    resolve_with(endpoints, previous, system_lookup).await
 }
 
-/// Like [`resolve_all`], but only names `previous` has never looked up are looked up; the rest
-/// keep what they have (also a failed lookup: the periodic refresh retries those). A rebuild
-/// after one changed object of 10,000 must not wait for 20,000 lookups, nor for the timeout of
-/// one name that does not resolve.
+/// Like [`resolve_all`], but only names `previous` has never looked up are looked up, and
+/// those without an address when `retry` says so; the rest keep what they have (the periodic
+/// refresh looks everything up again). A rebuild after one changed object of 10,000 must not
+/// wait for 20,000 lookups, nor for the timeout of a name that does not resolve.
+/// When nothing needs a lookup (the usual change), `previous` itself is returned: no copy of
+/// 20,000 entries. Names the table no longer has stay until the next refresh.
 pub async fn resolve_new<'a>(
     endpoints: impl IntoIterator<Item = &'a Endpoint>,
-    previous: &Resolved,
-) -> Resolved {
-    resolve_with(endpoints, previous, true, system_lookup).await
+    previous: &Arc<Resolved>,
+    retry: impl Fn(&Endpoint) -> bool,
+) -> Arc<Resolved> {
+    resolve_new_with(endpoints, previous, retry, system_lookup).await
+}
+
+async fn resolve_new_with<'a, F, Fut>(
+    endpoints: impl IntoIterator<Item = &'a Endpoint>,
+    previous: &Arc<Resolved>,
+    retry: impl Fn(&Endpoint) -> bool,
+    lookup: F,
+) -> Arc<Resolved>
+where
+    F: Fn(String, u16) -> Fut,
+    Fut: std::future::Future<Output = LookupResult> + Send + 'static,
+{
+    let pending: Vec<&Endpoint> = endpoints
+        .into_iter()
+        .filter(|ep| match previous.get(*ep) {
+            None => true,
+            Some(addrs) => addrs.is_empty() && retry(ep),
+        })
+        .collect();
+    if pending.is_empty() {
+        return previous.clone();
+    }
+    let found = resolve_with(pending, previous, lookup).await;
+    let mut out = (**previous).clone();
+    out.extend(found);
+    Arc::new(out)
 }
 
 type LookupResult = std::io::Result<Vec<SocketAddr>>;
@@ -44,7 +73,6 @@ async fn system_lookup(host: String, port: u16) -> LookupResult {
 async fn resolve_with<'a, F, Fut>(
     endpoints: impl IntoIterator<Item = &'a Endpoint>,
     previous: &Resolved,
-    only_new: bool,
     lookup: F,
 ) -> Resolved
 where
@@ -56,10 +84,6 @@ where
     for ep in endpoints {
         if let Some(addr) = literal(ep) {
             out.insert(ep.clone(), Arc::from([addr]));
-            continue;
-        }
-        if let Some(known) = previous.get(ep).filter(|_| only_new) {
-            out.insert(ep.clone(), known.clone());
             continue;
         }
         let ep = ep.clone();
@@ -141,7 +165,7 @@ mod tests {
             ep("good.test:9002"),
             ep("bad.test:80"),
         ];
-        let r = resolve_with(eps.iter(), &Resolved::new(), false, fake).await;
+        let r = resolve_with(eps.iter(), &Resolved::new(), fake).await;
         assert_eq!(&*r[&eps[0]], &["127.0.0.1:9000".parse().unwrap()]);
         assert_eq!(&*r[&eps[1]], &["[::1]:9001".parse().unwrap()]);
         assert_eq!(
@@ -170,13 +194,20 @@ mod tests {
             asked.lock().unwrap().push(format!("{host}:{port}"));
             fake(host, port)
         };
-        let r = resolve_with([&good, &bad, &new], &prev, true, counting).await;
+        let prev = Arc::new(prev);
+        let r = resolve_new_with([&good, &bad, &new], &prev, |_| false, counting).await;
         assert_eq!(*asked.lock().unwrap(), ["good.test:2"]);
         assert_eq!(r[&good], prev[&good]);
         assert!(r[&bad].is_empty());
         assert_eq!(r[&new].len(), 2);
-        let r = resolve_with([&good, &bad], &prev, false, counting).await;
-        assert_eq!(asked.lock().unwrap().len(), 3);
+        // Nothing new: the same map, not a copy.
+        let same = resolve_new_with([&good, &bad], &prev, |_| false, counting).await;
+        assert!(Arc::ptr_eq(&same, &prev));
+        // A failed name is retried when the caller says so.
+        resolve_new_with([&good, &bad], &prev, |_| true, counting).await;
+        assert_eq!(*asked.lock().unwrap(), ["good.test:2", "bad.test:1"]);
+        let r = resolve_with([&good, &bad], &prev, counting).await;
+        assert_eq!(asked.lock().unwrap().len(), 4);
         assert_eq!(r[&good].len(), 2, "refreshed");
     }
 
@@ -189,7 +220,7 @@ mod tests {
             bad.clone(),
             Arc::from(["127.0.0.9:80".parse::<SocketAddr>().unwrap()]),
         );
-        let r = resolve_with([&bad], &prev, false, fake).await;
+        let r = resolve_with([&bad], &prev, fake).await;
         assert_eq!(r[&bad], prev[&bad]);
     }
 

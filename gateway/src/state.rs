@@ -20,7 +20,8 @@ pub type Resolved = HashMap<Endpoint, Arc<[SocketAddr]>>;
 pub struct Snapshot {
     /// Shared, so a re-resolution of names swaps in new addresses without copying the table.
     pub table: Arc<RouteTable>,
-    pub resolved: Resolved,
+    /// Shared: a rebuild that needs no new name keeps the same map.
+    pub resolved: Arc<Resolved>,
 }
 
 #[derive(Debug)]
@@ -63,12 +64,11 @@ impl Live {
     }
 
     /// A source could not be read (the API server is unreachable, a watch failed): the last
-    /// table stays, and the error is shown until the source reads again.
+    /// table stays, and the error stays shown (with its time) after the source recovers.
     pub fn source_error(&self, name: &'static str, message: String) {
         self.metrics.source_errors.with_label_values(&[name]).inc();
-        self.metrics.source_up.with_label_values(&[name]).set(0);
+        self.source_up(name, false);
         self.source(name, |s| {
-            s.up = false;
             s.last_error = Some(message);
             s.last_error_at = Some(SystemTime::now());
         });
@@ -77,15 +77,21 @@ impl Live {
     /// One of a source's lists completed (the API source lists each resource and namespace).
     pub fn source_listed(&self, name: &'static str) {
         self.metrics.source_lists.with_label_values(&[name]).inc();
-        self.metrics.source_up.with_label_values(&[name]).set(1);
-        self.source(name, |s| s.up = true);
+    }
+
+    /// Whether the source reads now (for the API: every watch is open or listing).
+    pub fn source_up(&self, name: &'static str, up: bool) {
+        self.metrics
+            .source_up
+            .with_label_values(&[name])
+            .set(i64::from(up));
+        self.source(name, |s| s.up = up);
     }
 
     /// A source's complete read went into the table.
     pub fn source_synced(&self, name: &'static str, objects: usize) {
         let now = SystemTime::now();
         let m = &self.metrics;
-        m.source_up.with_label_values(&[name]).set(1);
         m.source_objects
             .with_label_values(&[name])
             .set(objects as i64);
@@ -94,7 +100,6 @@ impl Live {
                 .map_or(0.0, |d| d.as_secs_f64()),
         );
         self.source(name, |s| {
-            s.up = true;
             s.synced = true;
             s.last_sync = Some(now);
             s.objects = objects;

@@ -41,8 +41,60 @@ struct Watch {
     name: String,
 }
 
-/// The current objects of every watch; `None` until the watch's first list is complete.
-type Sets = Vec<Option<BTreeMap<String, SourceItem>>>;
+/// A watch that failed counts as open again once its stream has been quiet this long after the
+/// retry (kube reconnects inside the stream without a word).
+const RECOVERED_AFTER: Duration = Duration::from_secs(3);
+
+/// What the watches share with the publisher.
+struct Shared {
+    /// The current objects of every watch; `None` until the watch's first list is complete.
+    sets: Mutex<Vec<Option<BTreeMap<String, SourceItem>>>>,
+    /// Which watches are failing now: the source is up only when none is.
+    failing: Mutex<Vec<bool>>,
+    changed: Notify,
+    live: Arc<crate::state::Live>,
+}
+
+impl Shared {
+    fn sets(&self) -> std::sync::MutexGuard<'_, Vec<Option<BTreeMap<String, SourceItem>>>> {
+        self.sets.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A complete list: the watch's whole set.
+    fn replace(&self, index: usize, set: BTreeMap<String, SourceItem>) {
+        self.sets()[index] = Some(set);
+        self.live.source_listed(SOURCE);
+        self.health(index, true);
+        self.changed.notify_one();
+    }
+
+    /// An empty set for a watch that has never listed (its resource type does not exist yet).
+    fn replace_if_unlisted(&self, index: usize) {
+        let mut sets = self.sets();
+        if sets[index].is_none() {
+            sets[index] = Some(BTreeMap::new());
+            self.changed.notify_one();
+        }
+    }
+
+    fn update(&self, index: usize, f: impl FnOnce(&mut BTreeMap<String, SourceItem>)) {
+        if let Some(set) = self.sets()[index].as_mut() {
+            f(set);
+        }
+        self.changed.notify_one();
+    }
+
+    fn failed(&self, index: usize, message: String) {
+        self.failing.lock().unwrap_or_else(|p| p.into_inner())[index] = true;
+        self.live.source_error(SOURCE, message);
+    }
+
+    fn health(&self, index: usize, ok: bool) {
+        let mut failing = self.failing.lock().unwrap_or_else(|p| p.into_inner());
+        failing[index] = !ok;
+        self.live.source_up(SOURCE, !failing.iter().any(|f| *f));
+    }
+}
 
 pub struct KubeSource {
     settings: KubernetesSettings,
@@ -72,19 +124,23 @@ impl KubeSource {
             }
         };
         let watches = self.watches(&client);
-        let sets: Arc<Mutex<Sets>> = Arc::new(Mutex::new(watches.iter().map(|_| None).collect()));
-        let changed = Arc::new(Notify::new());
+        let shared = Arc::new(Shared {
+            sets: Mutex::new(watches.iter().map(|_| None).collect()),
+            failing: Mutex::new(vec![false; watches.len()]),
+            changed: Notify::new(),
+            live: self.routes.live.clone(),
+        });
         let mut tasks = tokio::task::JoinSet::new();
         for (i, w) in watches.into_iter().enumerate() {
-            let (sets, changed, live) = (sets.clone(), changed.clone(), self.routes.live.clone());
+            let shared = shared.clone();
             let selector = self.settings.label_selector.clone();
             tasks.spawn(async move {
-                run_watch(i, w, selector, sets, changed, live).await;
+                run_watch(i, w, selector, shared).await;
             });
         }
         tokio::select! {
             _ = shutdown.changed() => {}
-            () = self.publish(&sets, &changed) => {}
+            () = self.publish(&shared) => {}
         }
         tasks.abort_all();
     }
@@ -143,17 +199,17 @@ impl KubeSource {
     }
 
     /// Rebuilds the table after each burst of changes, once every watch has listed.
-    async fn publish(&self, sets: &Mutex<Sets>, changed: &Notify) {
+    async fn publish(&self, shared: &Shared) {
         loop {
-            changed.notified().await;
+            shared.changed.notified().await;
             let first = Instant::now();
             while first.elapsed() < BURST_LIMIT
-                && tokio::time::timeout(QUIET, changed.notified())
+                && tokio::time::timeout(QUIET, shared.changed.notified())
                     .await
                     .is_ok()
             {}
             let items: Vec<SourceItem> = {
-                let sets = sets.lock().unwrap_or_else(|p| p.into_inner());
+                let sets = shared.sets();
                 if sets.iter().any(Option::is_none) {
                     continue;
                 }
@@ -182,31 +238,42 @@ fn api_resource(r: &WatchedResource) -> ApiResource {
 /// a `410` answer to the watch request itself it retries with the same, expired
 /// `resourceVersion` (kube-runtime 5.0, `State::InitListed`), so that one starts a new watcher,
 /// which lists again (client-go's reflector relists on both).
-async fn run_watch(
-    index: usize,
-    watch: Watch,
-    selector: Option<String>,
-    sets: Arc<Mutex<Sets>>,
-    changed: Arc<Notify>,
-    live: Arc<crate::state::Live>,
-) {
+async fn run_watch(index: usize, watch: Watch, selector: Option<String>, shared: Arc<Shared>) {
     let mut config = watcher::Config::default();
     if let Some(s) = &selector {
         config = config.labels(s);
     }
     let mut backoff = Backoff::default();
+    // Set by a 410 (either form): the relist it causes does not reset the backoff, so an API
+    // server that refuses every watch is not relisted in full every second.
+    let mut after_gone = false;
     loop {
         let mut stream = watcher(watch.api.clone(), config.clone()).boxed();
         // The objects of a list in progress; swapped in whole when the list is complete.
         let mut listing: Option<BTreeMap<String, SourceItem>> = None;
-        let mut relist = false;
-        while let Some(event) = stream.next().await {
-            let update = |f: &mut dyn FnMut(&mut BTreeMap<String, SourceItem>)| {
-                let mut sets = sets.lock().unwrap_or_else(|p| p.into_inner());
-                if let Some(set) = sets[index].as_mut() {
-                    f(set);
+        let mut restart = false;
+        // kube retries a failed watch inside the stream and says nothing when it works again
+        // (no event until something changes): after an error, a stream quiet for
+        // `RECOVERED_AFTER` is open again.
+        let mut failing = false;
+        loop {
+            let next = if failing {
+                match tokio::time::timeout(RECOVERED_AFTER, stream.next()).await {
+                    Ok(next) => next,
+                    Err(_) => {
+                        failing = false;
+                        shared.health(index, true);
+                        continue;
+                    }
                 }
+            } else {
+                stream.next().await
             };
+            let Some(event) = next else { break };
+            if event.is_ok() && failing {
+                failing = false;
+                shared.health(index, true);
+            }
             match event {
                 Ok(watcher::Event::Init) => listing = Some(BTreeMap::new()),
                 Ok(watcher::Event::InitApply(obj)) => {
@@ -217,42 +284,62 @@ async fn run_watch(
                 Ok(watcher::Event::InitDone) => {
                     let set = listing.take().unwrap_or_default();
                     tracing::info!(watch = %watch.name, objects = set.len(), "listed");
-                    sets.lock().unwrap_or_else(|p| p.into_inner())[index] = Some(set);
-                    live.source_listed(SOURCE);
-                    backoff.reset();
-                    changed.notify_one();
+                    shared.replace(index, set);
+                    if !after_gone {
+                        backoff.reset();
+                    }
                 }
                 Ok(watcher::Event::Apply(obj)) => {
                     if let Some((path, item)) = item(&watch, obj) {
-                        update(&mut |set| {
-                            set.insert(path.clone(), item.clone());
+                        shared.update(index, |set| {
+                            set.insert(path, item);
                         });
                     }
                     backoff.reset();
-                    changed.notify_one();
+                    after_gone = false;
                 }
                 Ok(watcher::Event::Delete(obj)) => {
                     if let Some((path, _)) = item(&watch, obj) {
-                        update(&mut |set| {
+                        shared.update(index, |set| {
                             set.remove(&path);
                         });
                     }
                     backoff.reset();
-                    changed.notify_one();
+                    after_gone = false;
                 }
                 Err(e) => {
-                    relist = matches!(&e, watcher::Error::WatchStartFailed(kube::Error::Api(s)) if s.code == 410);
+                    let status = |e: &kube::Error| match e {
+                        kube::Error::Api(s) => Some(s.code),
+                        _ => None,
+                    };
+                    let code = match &e {
+                        watcher::Error::WatchStartFailed(k)
+                        | watcher::Error::InitialListFailed(k)
+                        | watcher::Error::WatchFailed(k) => status(k),
+                        watcher::Error::WatchError(s) => Some(s.code),
+                        watcher::Error::NoResourceVersion => None,
+                    };
+                    restart =
+                        matches!(&e, watcher::Error::WatchStartFailed(_)) && code == Some(410);
+                    after_gone |= code == Some(410);
                     let message = format!("{}: {e}", watch.name);
                     tracing::warn!(error = %message, "Kubernetes watch failed; retrying");
-                    live.source_error(SOURCE, message);
+                    failing = true;
+                    shared.failed(index, message);
+                    // A resource type the cluster does not have (its CRD not installed: Seldon
+                    // asked for on a cluster without it) lists as empty, so that the gateway
+                    // gets ready; the error stays on /readyz and the list is retried.
+                    if matches!(&e, watcher::Error::InitialListFailed(_)) && code == Some(404) {
+                        shared.replace_if_unlisted(index);
+                    }
                     tokio::time::sleep(backoff.next()).await;
-                    if relist {
+                    if restart {
                         break;
                     }
                 }
             }
         }
-        if !relist {
+        if !restart {
             // The stream never ends by itself; if it does, start again after a pause.
             tokio::time::sleep(backoff.next()).await;
         }

@@ -606,7 +606,13 @@ impl Catalog {
             }
             self.routed += usize::from(routed);
         }
-        RouteTable::new(self.generation, hosts)
+        let mut endpoints: std::collections::HashSet<&Endpoint, foldhash::fast::RandomState> =
+            Default::default();
+        for (_, _, routes) in &claims {
+            endpoints.extend(routes.endpoints());
+        }
+        let endpoints = endpoints.into_iter().cloned().collect();
+        RouteTable::with_endpoints(self.generation, hosts, endpoints)
     }
 }
 

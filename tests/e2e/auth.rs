@@ -1227,7 +1227,7 @@ async fn service_account_tokens_of_gone_pods() {
     let open_up = Upstream::start("open").await;
     let provider = OidcProvider::start(&[]).await;
     let mut options = auth_options(&provider.issuer(), 0, &up, &open_up, &format!(
-        "  kubernetes_tokens: {{issuer: \"{}\", audiences: [modelgate], token_file: reader-token, ca_file: api-ca.pem, check_pods: true}}\n",
+        "  kubernetes_tokens: {{issuer: \"{0}\", discovery_url: \"{0}\", audiences: [modelgate], token_file: reader-token, ca_file: api-ca.pem, check_pods: true}}\n",
         api.url
     ));
     options

@@ -229,7 +229,8 @@ async fn kubectl_reads_the_fake() {
 }
 
 /// The gateway follows the API while serving the whole time: it is ready only after the first
-/// complete list (paged), then adds, canary updates and deletes reach the table; a dropped watch
+/// complete list (paged), then adds, canary updates and deletes reach the table (the time each
+/// took is printed; the second it must stay under is measured in bench/run.sh, not here); a dropped watch
 /// resumes from the last bookmark without a new list; an outage keeps the last table serving and
 /// shows on `/readyz`, `/routes` and `/metrics`; after the outage, a watch from a compacted
 /// version gets 410, as an ERROR event and as the HTTP status, and each time the relist removes
@@ -295,9 +296,9 @@ async fn routes_follow_the_api() {
     let g = gw.generation().await;
     let t = Instant::now();
     api.apply(isvc("model-b", &[("model-b-predictor-00001", 100)]));
-    gw.wait_routes(g, Duration::from_secs(1), |r| r["hosts"][B].is_object())
+    gw.wait_routes(g, Duration::from_secs(10), |r| r["hosts"][B].is_object())
         .await;
-    eprintln!("add reached the table in {:?}", t.elapsed());
+    eprintln!("an add reached the table in {:?}", t.elapsed());
     let r = gw.get(B, "/v1/models/m").send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(b1.hits(), 1);
@@ -311,7 +312,7 @@ async fn routes_follow_the_api() {
             ("model-a-predictor-00002", 50),
         ],
     ));
-    gw.wait_routes(g, Duration::from_secs(1), |r| {
+    gw.wait_routes(g, Duration::from_secs(10), |r| {
         r["hosts"][A]
             .to_string()
             .contains("model-a-predictor-00002")
@@ -329,7 +330,7 @@ async fn routes_follow_the_api() {
     // A delete.
     let g = gw.generation().await;
     api.delete(KSERVE, "kserve-test", "model-b");
-    gw.wait_routes(g, Duration::from_secs(1), |r| r["hosts"][B].is_null())
+    gw.wait_routes(g, Duration::from_secs(10), |r| r["hosts"][B].is_null())
         .await;
     assert_eq!(
         gw.get(B, "/v1/models/m").send().await.unwrap().status(),
@@ -425,6 +426,32 @@ async fn routes_follow_the_api() {
         );
     }
 
+    // A watch that fails to restart for a moment, then resumes (no relist, and no event after
+    // it to say so), shows as up again. (A cut stream alone is no error: kube resumes it.)
+    let lists = metric(
+        &gw.metrics().await,
+        "modelgate_route_source_lists_total{source=\"kubernetes\"}",
+    );
+    api.set_outage(true);
+    wait_readyz(&gw, Duration::from_secs(20), |_, b| {
+        b["sources"]["kubernetes"]["up"] == false
+    })
+    .await;
+    api.set_outage(false);
+    api.wait_watchers(1).await;
+    wait_readyz(&gw, Duration::from_secs(20), |_, b| {
+        b["sources"]["kubernetes"]["up"] == true
+    })
+    .await;
+    assert_eq!(
+        metric(
+            &gw.metrics().await,
+            "modelgate_route_source_lists_total{source=\"kubernetes\"}"
+        ),
+        lists,
+        "resumed, not relisted"
+    );
+
     let (sent, failed) = load.finish().await;
     assert!(sent > 100, "{sent}");
     assert!(
@@ -434,7 +461,8 @@ async fn routes_follow_the_api() {
     );
 }
 
-/// Only the configured namespaces and labels are watched.
+/// Only the configured namespaces and labels are watched; an object that gains the label
+/// appears and one that loses it goes (the API server sends them as ADDED and DELETED).
 #[tokio::test]
 async fn namespaces_and_label_selector() {
     let api = FakeApiServer::start().await;
@@ -483,11 +511,21 @@ async fn namespaces_and_label_selector() {
         "{:?}",
         api.requests()
     );
+    let g = gw.generation().await;
+    api.apply(labelled("unlabelled", "kserve-test", true));
+    api.apply(labelled("shown", "kserve-test", false));
+    let r = gw
+        .wait_routes(g, Duration::from_secs(10), |r| {
+            let hosts = r["hosts"].as_object().unwrap();
+            hosts.keys().all(|h| h.starts_with("unlabelled")) && !hosts.is_empty()
+        })
+        .await;
+    assert!(r["errors"].as_array().unwrap().is_empty(), "{r:#}");
 }
 
-/// A directory for static routes and the API together: both are routed, the gateway is ready
-/// only when both have been read, and a host both claim is reported (the older object keeps
-/// it), not silently shadowed.
+/// A directory for static routes and the API together: the gateway is not ready while only the
+/// directory has been read; then both are routed, and a host both claim is reported (the older
+/// object keeps it), not silently shadowed.
 #[tokio::test]
 async fn directory_and_api_together() {
     let api = FakeApiServer::start().await;
@@ -516,7 +554,17 @@ async fn directory_and_api_together() {
         "",
     );
     opts.no_directory = false;
-    let gw = Gateway::start(&[("static.yaml", static_isvc.yaml())], opts).await;
+    api.set_outage(true);
+    let gw = Gateway::start_unready(&[("static.yaml", static_isvc.yaml())], opts).await;
+    let body = wait_readyz(&gw, Duration::from_secs(20), |_, b| {
+        b["sources"]["directory"]["synced"] == true
+            && b["sources"]["kubernetes"]["last_error"].is_string()
+    })
+    .await;
+    assert_eq!(body["status"], "routes not loaded yet", "{body}");
+    assert_eq!(readyz(&gw).await.0, 503);
+    api.set_outage(false);
+    gw.wait_ready().await;
     let r = gw.routes().await;
     assert_eq!(r["sources"]["directory"]["synced"], true, "{r:#}");
     assert_eq!(r["sources"]["kubernetes"]["synced"], true, "{r:#}");

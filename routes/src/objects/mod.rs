@@ -42,9 +42,18 @@ pub struct FieldError {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ObjectRoutes {
     pub hosts: Vec<(Arc<str>, Arc<HostRoute>)>,
+    /// [`ObjectRoutes::endpoints`], gathered on first use.
+    endpoints: std::sync::OnceLock<Vec<crate::table::Endpoint>>,
 }
 
 impl ObjectRoutes {
+    /// Every endpoint the object's routes name, once: a rebuild gathers them per object (kept
+    /// while the object is unchanged), not per host.
+    pub fn endpoints(&self) -> &[crate::table::Endpoint] {
+        self.endpoints
+            .get_or_init(|| crate::table::endpoints_of(self.hosts.iter().map(|(_, r)| r)))
+    }
+
     /// The first claim on a host within one object wins: a component host that happens to equal
     /// the main host (RawDeployment without a virtual host) keeps the main route.
     fn add(&mut self, host: &str, route: &Arc<HostRoute>) {

@@ -27,7 +27,6 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap};
-use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -81,16 +80,6 @@ enum Type {
     Deleted,
 }
 
-impl Type {
-    fn as_str(self) -> &'static str {
-        match self {
-            Type::Added => "ADDED",
-            Type::Modified => "MODIFIED",
-            Type::Deleted => "DELETED",
-        }
-    }
-}
-
 /// One open watch: what it selects and where its events go.
 struct Watcher {
     resource: Resource,
@@ -98,6 +87,36 @@ struct Watcher {
     selector: Vec<Requirement>,
     bookmarks: bool,
     tx: mpsc::UnboundedSender<Result<Frame<Bytes>, std::io::Error>>,
+}
+
+/// One write: the object after it (`Deleted`: the last version) and before it.
+struct Change {
+    rv: u64,
+    kind: Type,
+    resource: Resource,
+    object: Value,
+    previous: Option<Value>,
+}
+
+impl Change {
+    /// The event a watch with this selection sees, as the API server's watch cache filters:
+    /// an object that starts matching is ADDED, one that stops matching is DELETED.
+    fn event_for(&self, w: &Watcher) -> Option<Frame<Bytes>> {
+        let now = w.matches(self.resource, &self.object);
+        let before = self
+            .previous
+            .as_ref()
+            .is_some_and(|p| w.matches(self.resource, p));
+        let kind = match (self.kind, before, now) {
+            (Type::Deleted, _, true) => "DELETED",
+            (Type::Deleted, _, false) => return None,
+            (_, true, true) => "MODIFIED",
+            (_, false, true) => "ADDED",
+            (_, true, false) => "DELETED",
+            (_, false, false) => return None,
+        };
+        Some(event(kind, &self.object))
+    }
 }
 
 #[derive(Default)]
@@ -108,7 +127,7 @@ struct Store {
     compacted: u64,
     objects: BTreeMap<(Resource, String, String), Value>,
     /// Every change, in order, for watches that start in the past.
-    history: Vec<(u64, Type, Resource, Value)>,
+    history: Vec<Change>,
     watchers: Vec<Watcher>,
     /// Paged lists in progress: the snapshot a `continue` token reads from.
     pages: HashMap<u64, (u64, Vec<Value>)>,
@@ -201,7 +220,13 @@ impl FakeApiServer {
                     };
                     let service = service_fn(move |req: Request<Incoming>| {
                         let shared = shared.clone();
-                        async move { Ok::<_, Infallible>(answer(&req, &shared)) }
+                        async move {
+                            // An outage closes kept-alive connections too, at their next request.
+                            if shared.store.lock().unwrap().outage {
+                                return Err(std::io::Error::other("outage"));
+                            }
+                            Ok(answer(&req, &shared))
+                        }
                     });
                     let _ = http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), service)
@@ -438,9 +463,9 @@ impl Store {
             .to_string();
         self.rv += 1;
         let key = (resource, ns, name);
-        let previous = self.objects.get(&key);
+        let previous = self.objects.get(&key).cloned();
         let meta = object["metadata"].as_object_mut().unwrap();
-        let (uid, created, generation) = match previous {
+        let (uid, created, generation) = match &previous {
             Some(p) => (
                 p["metadata"]["uid"].clone(),
                 p["metadata"]["creationTimestamp"].clone(),
@@ -464,7 +489,13 @@ impl Store {
             Type::Added
         };
         self.objects.insert(key, object.clone());
-        self.emit(kind, resource, object);
+        self.emit(Change {
+            rv: self.rv,
+            kind,
+            resource,
+            object,
+            previous,
+        });
         self.rv
     }
 
@@ -477,15 +508,22 @@ impl Store {
         };
         self.rv += 1;
         object["metadata"]["resourceVersion"] = json!(self.rv.to_string());
-        self.emit(Type::Deleted, resource, object);
+        self.emit(Change {
+            rv: self.rv,
+            kind: Type::Deleted,
+            resource,
+            object,
+            previous: None,
+        });
         true
     }
 
-    fn emit(&mut self, kind: Type, resource: Resource, object: Value) {
-        self.watchers.retain(|w| {
-            !w.matches(resource, &object) || w.tx.send(Ok(event(kind.as_str(), &object))).is_ok()
+    fn emit(&mut self, change: Change) {
+        self.watchers.retain(|w| match change.event_for(w) {
+            Some(frame) => w.tx.send(Ok(frame)).is_ok(),
+            None => true,
         });
-        self.history.push((self.rv, kind, resource, object));
+        self.history.push(change);
     }
 }
 
@@ -828,6 +866,17 @@ fn start_watch(
             s.compacted.max(1)
         )
     };
+    if from.is_some_and(|rv| rv > s.rv) {
+        return status(
+            StatusCode::GATEWAY_TIMEOUT,
+            "Timeout",
+            &format!(
+                "Too large resource version: {}, current: {}",
+                from.unwrap_or(0),
+                s.rv
+            ),
+        );
+    }
     if expired == Some(Gone::Status) {
         return status(StatusCode::GONE, "Expired", &too_old());
     }
@@ -858,9 +907,9 @@ fn start_watch(
                 }
             }
             Some(rv) => {
-                for (at, kind, r, o) in &s.history {
-                    if *at > rv && w.matches(*r, o) {
-                        let _ = w.tx.send(Ok(event(kind.as_str(), o)));
+                for change in s.history.iter().filter(|c| c.rv > rv) {
+                    if let Some(frame) = change.event_for(&w) {
+                        let _ = w.tx.send(Ok(frame));
                     }
                 }
             }
