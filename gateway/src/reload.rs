@@ -142,7 +142,7 @@ impl Routes {
         let resolved = {
             let retry = |ep: &routes::Endpoint| self.failed_lookups.retry(ep);
             resolver::resolve_new(
-                table.endpoints().into_iter().chain(&self.extra_endpoints),
+                table.endpoints().iter().chain(&self.extra_endpoints),
                 &previous.resolved,
                 retry,
             )
@@ -203,11 +203,7 @@ impl Routes {
     pub async fn refresh_names(&self) {
         let before = self.live.current.load_full();
         let looked_up = resolver::resolve_all(
-            before
-                .table
-                .endpoints()
-                .into_iter()
-                .chain(&self.extra_endpoints),
+            before.table.endpoints().iter().chain(&self.extra_endpoints),
             &before.resolved,
         )
         .await;
@@ -224,7 +220,7 @@ impl Routes {
         let wanted: std::collections::HashSet<&routes::Endpoint> = current
             .table
             .endpoints()
-            .into_iter()
+            .iter()
             .chain(&self.extra_endpoints)
             .collect();
         resolved.retain(|ep, _| wanted.contains(ep));
