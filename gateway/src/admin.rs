@@ -44,12 +44,7 @@ impl Admin {
                 };
                 // Each source's state: ready stays true while a source fails after its first
                 // read (the last table serves), and this says so.
-                let sources = self
-                    .live
-                    .sources
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .clone();
+                let sources = self.live.sources();
                 json(
                     code,
                     serde_json::json!({"status": status, "sources": sources}),
@@ -73,12 +68,7 @@ impl Admin {
                 let current = self.live.current.load_full();
                 let errors = self.live.errors.load_full();
                 let warnings = self.live.warnings.load_full();
-                let sources = self
-                    .live
-                    .sources
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .clone();
+                let sources = self.live.sources();
                 let view = View {
                     sources: &sources,
                     generation: current.table.generation(),

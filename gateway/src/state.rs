@@ -53,6 +53,14 @@ impl Live {
         }
     }
 
+    /// A copy of every source's state, for the admin endpoint.
+    pub fn sources(&self) -> BTreeMap<&'static str, SourceStatus> {
+        self.sources
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     fn source(&self, name: &'static str, f: impl FnOnce(&mut SourceStatus)) {
         let mut sources = self.sources.lock().unwrap_or_else(|p| p.into_inner());
         f(sources.entry(name).or_default());

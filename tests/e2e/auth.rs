@@ -1237,11 +1237,15 @@ async fn service_account_tokens_of_gone_pods() {
         .files
         .push(("api-ca.pem".into(), api.ca_pem.clone()));
     let gw = Gateway::start(&manifests(), options).await;
-    let call = |token: String| {
+    let gw = &gw;
+    let call = |token: String| async move {
         gw.get(IRIS, "/v1/models/m")
             .header("accept", "application/json")
             .header("authorization", format!("Bearer {token}"))
             .send()
+            .await
+            .unwrap()
+            .status()
     };
     let pod_token = |pod: &str, uid: &str| {
         let (pod, uid) = (pod.to_string(), uid.to_string());
@@ -1252,38 +1256,20 @@ async fn service_account_tokens_of_gone_pods() {
     api.add_pod("kserve-test", "alive", "uid-alive");
     api.add_pod("kserve-test", "replaced", "uid-new");
     api.add_pod("kserve-test", "deleted-later", "uid-later");
-    assert_eq!(
-        call(pod_token("alive", "uid-alive"))
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
-    assert_eq!(
-        call(pod_token("never-was", "uid-x"))
-            .await
-            .unwrap()
-            .status(),
-        401
-    );
-    assert_eq!(
-        call(pod_token("replaced", "uid-old"))
-            .await
-            .unwrap()
-            .status(),
-        401
-    );
+    assert_eq!(call(pod_token("alive", "uid-alive")).await, 200);
+    assert_eq!(call(pod_token("never-was", "uid-x")).await, 401);
+    assert_eq!(call(pod_token("replaced", "uid-old")).await, 401);
     let unbound = api.token("kserve-test", "pipeline", "modelgate", |c| {
         c["kubernetes.io"].as_object_mut().unwrap().remove("pod");
     });
-    assert_eq!(call(unbound).await.unwrap().status(), 200);
+    assert_eq!(call(unbound).await, 200);
 
     let later = pod_token("deleted-later", "uid-later");
-    assert_eq!(call(later.clone()).await.unwrap().status(), 200);
+    assert_eq!(call(later.clone()).await, 200);
     api.remove_pod("kserve-test", "deleted-later");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
-        let status = call(later.clone()).await.unwrap().status();
+        let status = call(later.clone()).await;
         if status == 401 {
             break;
         }
