@@ -55,7 +55,7 @@ async fn upgrade_under_load_loses_nothing() {
                         failed.fetch_add(1, Ordering::Relaxed);
                     }
                     Err(e) => {
-                        eprintln!("error {e}");
+                        eprintln!("error {e:?}");
                         failed.fetch_add(1, Ordering::Relaxed);
                     }
                 }
