@@ -1090,13 +1090,7 @@ async fn replicas_accept_each_others_sessions() {
         auth_options(&s.provider.issuer(), 0, &other_up, &s.open_up, ""),
     )
     .await;
-    let get = |gw: &Gateway| {
-        gw.get(IRIS, "/v1/models/sklearn-iris")
-            .header("accept", "application/json")
-            .header("cookie", format!("authservice_session={cookie}"))
-            .send()
-    };
-    assert_eq!(get(&replica).await.unwrap().status(), 200);
+    assert_eq!(session_status(&replica, &cookie).await, 200);
     assert_eq!(
         other_up
             .requests()
@@ -1108,7 +1102,29 @@ async fn replicas_accept_each_others_sessions() {
     let mut options = auth_options(&s.provider.issuer(), 0, &other_up, &s.open_up, "");
     options.files[1].1 = "another-cookie-secret-0123456789abcdef-0123456789\n".into();
     let stranger = Gateway::start(&manifests(), options).await;
-    assert_eq!(get(&stranger).await.unwrap().status(), 401);
+    assert_eq!(session_status(&stranger, &cookie).await, 401);
+}
+
+/// The status of a JSON request to the iris model with `authservice_session={cookie}`.
+pub(crate) async fn session_status(gw: &Gateway, cookie: &str) -> u16 {
+    gw.get(IRIS, "/v1/models/sklearn-iris")
+        .header("accept", "application/json")
+        .header("cookie", format!("authservice_session={cookie}"))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// What a gateway needs to read the fake API server's keys: its reader token and its CA.
+fn api_server_files(options: &mut Options, api: &crate::support::kube::FakeApiServer) {
+    options
+        .files
+        .push(("reader-token".into(), format!("{}\n", api.reader_token)));
+    options
+        .files
+        .push(("api-ca.pem".into(), api.ca_pem.clone()));
 }
 
 /// Kubernetes service-account tokens (`auth.kubernetes_tokens`), against a fake API server that
@@ -1138,12 +1154,7 @@ async fn service_account_tokens() {
             "",
         )
         + &extra;
-    options
-        .files
-        .push(("reader-token".into(), format!("{}\n", api.reader_token)));
-    options
-        .files
-        .push(("api-ca.pem".into(), api.ca_pem.clone()));
+    api_server_files(&mut options, &api);
     let gw = Gateway::start(&manifests(), options).await;
     let call = |host: &'static str, token: String| {
         gw.get(host, "/v1/models/m")
@@ -1230,12 +1241,7 @@ async fn service_account_tokens_of_gone_pods() {
         "  kubernetes_tokens: {{issuer: \"{0}\", discovery_url: \"{0}\", audiences: [modelgate], token_file: reader-token, ca_file: api-ca.pem, check_pods: true}}\n",
         api.url
     ));
-    options
-        .files
-        .push(("reader-token".into(), format!("{}\n", api.reader_token)));
-    options
-        .files
-        .push(("api-ca.pem".into(), api.ca_pem.clone()));
+    api_server_files(&mut options, &api);
     let gw = Gateway::start(&manifests(), options).await;
     let gw = &gw;
     let call = |token: String| async move {

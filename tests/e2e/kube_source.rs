@@ -627,14 +627,7 @@ async fn two_gateways_share_sessions() {
         gw,
     };
     let (_, cookie) = browser_login(&s, USER).await;
-    let r = replica
-        .get(crate::auth::IRIS, "/v1/models/sklearn-iris")
-        .header("accept", "application/json")
-        .header("cookie", format!("authservice_session={cookie}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    assert_eq!(crate::auth::session_status(&replica, &cookie).await, 200);
     assert_eq!(
         other_up
             .requests()
